@@ -1,0 +1,572 @@
+"""ConversationStore: everything the engine remembers, behind one async API.
+
+The engine and the handoff code see frozen records, never ORM objects or sessions, so
+no lazy load can fire after a session has closed and nothing here leaks SQLAlchemy
+errors: each public method runs inside ``map_errors``. Rules that must hold across
+several botkit processes (a platform retry stored once, one open conversation per
+chat) are enforced by UNIQUE constraints in the database, not by checks in Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import URL, Select, delete, func, or_, select, update
+from sqlalchemy import text as sql
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from botkit.errors import MemoryStoreError, MigrationError
+from botkit.memory import migrate
+from botkit.memory.db import create_engine, describe_url, map_errors, normalize_url, probe
+from botkit.memory.models import (
+    CONVERSATION_STATES,
+    MESSAGE_ROLES,
+    Conversation,
+    Feedback,
+    Message,
+    User,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+# Two processes racing to open the same chat's conversation: the loser retries once more.
+_OPEN_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: int
+    channel: str
+    external_id: str
+    display_name: str | None
+    opted_out: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    id: int
+    channel: str
+    chat_key: str
+    user_id: int | None
+    persona: str
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    id: int
+    conversation_id: int
+    user_id: int | None
+    role: str
+    text: str
+    token_count: int | None
+    persona: str | None
+    adapter_version: str | None
+    platform_message_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    id: int
+    message_id: int
+    user_id: int | None
+    score: int
+    comment: str | None
+    created_at: datetime
+
+
+def _record(cls: type[Any], row: Any) -> Any:
+    return cls(**{f.name: getattr(row, f.name) for f in dataclasses.fields(cls)})
+
+
+def _user(row: User) -> UserRecord:
+    return _record(UserRecord, row)
+
+
+def _conversation(row: Conversation) -> ConversationRecord:
+    return _record(ConversationRecord, row)
+
+
+def _message(row: Message) -> MessageRecord:
+    return _record(MessageRecord, row)
+
+
+def _feedback(row: Feedback) -> FeedbackRecord:
+    return _record(FeedbackRecord, row)
+
+
+def _jsonable(record: Any) -> dict[str, Any]:
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in dataclasses.asdict(record).items()
+    }
+
+
+def dedupe_key(channel: str, chat_key: str, platform_message_id: str) -> str:
+    """The UNIQUE key that makes a platform's retry of one message a no-op."""
+    return f"{channel}:{chat_key}:{platform_message_id}"
+
+
+def _open_conversation(channel: str, chat_key: str) -> Select[Conversation]:
+    return (
+        select(Conversation)
+        .where(
+            Conversation.channel == channel,
+            Conversation.chat_key == chat_key,
+            Conversation.state != "closed",
+        )
+        .order_by(Conversation.id.desc())
+        .limit(1)
+    )
+
+
+async def _lock_chat(session: AsyncSession, channel: str, chat_key: str) -> None:
+    """Serialise opening and resetting one chat's conversation across processes.
+
+    PostgreSQL only (an advisory lock released at commit); SQLite already lets one
+    writer in at a time. Without it, simultaneous /resets of one chat collide on
+    ``uq_conversations_open_chat`` instead of closing each other's conversation.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            sql("SELECT pg_advisory_xact_lock(hashtextextended(:chat, 0))"),
+            {"chat": dedupe_key(channel, chat_key, "open-conversation")},
+        )
+
+
+class ConversationStore:
+    """Users, conversations, messages and feedback in SQLite or PostgreSQL.
+
+    Open with ``await ConversationStore.open(url)`` (or ``async with await ...open(url)``)
+    and close with ``await store.close()``.
+    """
+
+    def __init__(self, engine: AsyncEngine, url: URL) -> None:
+        self._engine = engine
+        self._url = url
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        sqlite_synchronous: str = "FULL",
+        busy_timeout_ms: int = 5000,
+        auto_upgrade: bool = True,
+    ) -> ConversationStore:
+        """Connect, then bring the schema to botkit's head (or refuse when it is behind).
+
+        Raises DatabaseUnavailable when the database cannot be reached and
+        MigrationError when the schema is not the one this botkit needs.
+        """
+        db_url = normalize_url(url, password)
+        engine = create_engine(
+            db_url, sqlite_synchronous=sqlite_synchronous, busy_timeout_ms=busy_timeout_ms
+        )
+        try:
+            await probe(engine)
+            if auto_upgrade:
+                await migrate.upgrade(db_url)
+            else:
+                at, needed = await migrate.current(db_url), migrate.head()
+                if at != needed:
+                    raise MigrationError(
+                        f"the database schema is at {at or 'base (empty)'}, botkit needs "
+                        f"{needed}; run `botkit db upgrade`"
+                    )
+        except BaseException:
+            await engine.dispose()
+            raise
+        logger.info("conversation store open on %s", describe_url(db_url))
+        return cls(engine, db_url)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password hidden, for logs and ``botkit config check``."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The underlying engine, for code that needs its own queries (reports, exports)."""
+        return self._engine
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    def _errors(self) -> Any:
+        return map_errors(self._url)
+
+    # -- users -------------------------------------------------------------------------
+
+    async def upsert_user(
+        self, channel: str, external_id: str, display_name: str | None = None
+    ) -> UserRecord:
+        """The user for (channel, external_id), created if new; a given name is updated."""
+        with self._errors():
+            async with self._transaction() as session:
+                user = await session.scalar(
+                    select(User).where(User.channel == channel, User.external_id == external_id)
+                )
+                if user is not None and display_name in (None, user.display_name):
+                    return _user(user)
+                # Insert-or-update in one statement, so two processes seeing a new user at
+                # the same moment both end up with the same row.
+                insert = (
+                    postgresql.insert
+                    if session.get_bind().dialect.name == "postgresql"
+                    else sqlite.insert
+                )
+                values = insert(User).values(
+                    channel=channel,
+                    external_id=external_id,
+                    display_name=display_name,
+                    opted_out=False,
+                    created_at=utcnow(),
+                )
+                name = func.coalesce(values.excluded.display_name, User.display_name)
+                stmt = values.on_conflict_do_update(
+                    index_elements=[User.channel, User.external_id],
+                    set_={"display_name": name},
+                ).returning(User)
+                result = await session.scalars(stmt, execution_options={"populate_existing": True})
+                return _user(result.one())
+
+    async def find_user(self, channel: str, external_id: str) -> UserRecord | None:
+        with self._errors():
+            async with self._transaction() as session:
+                user = await session.scalar(
+                    select(User).where(User.channel == channel, User.external_id == external_id)
+                )
+                return None if user is None else _user(user)
+
+    # -- conversations -----------------------------------------------------------------
+
+    async def latest_conversation(self, channel: str, chat_key: str) -> ConversationRecord | None:
+        """The open (not closed) conversation of a chat, or None; creates nothing."""
+        with self._errors():
+            async with self._transaction() as session:
+                found = await session.scalar(_open_conversation(channel, chat_key))
+                return None if found is None else _conversation(found)
+
+    async def current_conversation(
+        self, channel: str, chat_key: str, *, persona: str, user_id: int | None
+    ) -> ConversationRecord:
+        """The open conversation of a chat, opened now if the chat has none."""
+        with self._errors():
+            for attempt in range(_OPEN_ATTEMPTS):
+                try:
+                    async with self._transaction() as session:
+                        found = await session.scalar(_open_conversation(channel, chat_key))
+                        if found is None:
+                            await _lock_chat(session, channel, chat_key)
+                            found = await session.scalar(_open_conversation(channel, chat_key))
+                        if found is None:
+                            found = Conversation(
+                                channel=channel, chat_key=chat_key, user_id=user_id, persona=persona
+                            )
+                            session.add(found)
+                            await session.flush()
+                        return _conversation(found)
+                except IntegrityError:
+                    # Another process opened it between our SELECT and INSERT: use theirs.
+                    if attempt == _OPEN_ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    async def start_conversation(
+        self, channel: str, chat_key: str, *, persona: str, user_id: int | None
+    ) -> ConversationRecord:
+        """Close the chat's open conversation and open a new one, in one transaction (/reset)."""
+        with self._errors():
+            for attempt in range(_OPEN_ATTEMPTS):
+                try:
+                    async with self._transaction() as session:
+                        await _lock_chat(session, channel, chat_key)
+                        now = utcnow()
+                        await session.execute(
+                            update(Conversation)
+                            .where(
+                                Conversation.channel == channel,
+                                Conversation.chat_key == chat_key,
+                                Conversation.state != "closed",
+                            )
+                            .values(state="closed", closed_at=now, updated_at=now)
+                            .execution_options(synchronize_session=False)
+                        )
+                        fresh = Conversation(
+                            channel=channel, chat_key=chat_key, user_id=user_id, persona=persona
+                        )
+                        session.add(fresh)
+                        await session.flush()
+                        return _conversation(fresh)
+                except IntegrityError:
+                    # A concurrent /reset of the same chat won the race; close theirs too.
+                    if attempt == _OPEN_ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    async def get_conversation(self, conversation_id: int) -> ConversationRecord | None:
+        with self._errors():
+            async with self._transaction() as session:
+                found = await session.get(Conversation, conversation_id)
+                return None if found is None else _conversation(found)
+
+    async def set_state(self, conversation_id: int, state: str) -> ConversationRecord:
+        """Move a conversation between bot, waiting_for_agent, agent and closed (handoff)."""
+        if state not in CONVERSATION_STATES:
+            known = ", ".join(CONVERSATION_STATES)
+            raise ValueError(f"state must be one of {known}, not {state!r}")
+        with self._errors():
+            async with self._transaction() as session:
+                found = await session.get(Conversation, conversation_id)
+                if found is None:
+                    raise MemoryStoreError(f"no conversation with id {conversation_id}")
+                found.state = state
+                found.updated_at = utcnow()
+                if state == "closed" and found.closed_at is None:
+                    found.closed_at = found.updated_at
+                await session.flush()
+                return _conversation(found)
+
+    # -- messages ----------------------------------------------------------------------
+
+    async def add_message(
+        self,
+        conversation_id: int,
+        *,
+        role: str,
+        text: str,
+        user_id: int | None = None,
+        token_count: int | None = None,
+        persona: str | None = None,
+        adapter_version: str | None = None,
+        platform_message_id: str | None = None,
+    ) -> MessageRecord | None:
+        """Store one turn; None (and nothing stored) when this platform message was seen.
+
+        The duplicate check is the UNIQUE ``dedupe_key``, so it holds across processes
+        and across ``/reset`` (the key names the chat, not the conversation).
+        """
+        if role not in MESSAGE_ROLES:
+            raise ValueError(f"role must be one of {', '.join(MESSAGE_ROLES)}, not {role!r}")
+        key: str | None = None
+        with self._errors():
+            try:
+                async with self._transaction() as session:
+                    conversation = await session.get(Conversation, conversation_id)
+                    if conversation is None:
+                        raise MemoryStoreError(f"no conversation with id {conversation_id}")
+                    if platform_message_id is not None:
+                        key = dedupe_key(
+                            conversation.channel, conversation.chat_key, platform_message_id
+                        )
+                    message = Message(
+                        conversation_id=conversation_id,
+                        user_id=user_id,
+                        role=role,
+                        text=text,
+                        token_count=token_count,
+                        persona=persona,
+                        adapter_version=adapter_version,
+                        platform_message_id=platform_message_id,
+                        dedupe_key=key,
+                    )
+                    session.add(message)
+                    conversation.updated_at = utcnow()
+                    await session.flush()
+                    return _message(message)
+            except IntegrityError:
+                if key is not None and await self._dedupe_key_exists(key):
+                    logger.info("platform message %s already stored; skipped", key)
+                    return None
+                raise
+
+    async def _dedupe_key_exists(self, key: str) -> bool:
+        async with self._transaction() as session:
+            found = await session.scalar(select(Message.id).where(Message.dedupe_key == key))
+            return found is not None
+
+    async def messages(
+        self, conversation_id: int, *, limit: int | None = None
+    ) -> list[MessageRecord]:
+        """The conversation's messages, oldest first; with ``limit``, only the newest N."""
+        query = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.id.desc())
+        )
+        if limit is not None:
+            query = query.limit(max(limit, 0))
+        with self._errors():
+            async with self._transaction() as session:
+                rows = (await session.scalars(query)).all()
+                return [_message(row) for row in reversed(rows)]
+
+    # -- feedback ----------------------------------------------------------------------
+
+    async def add_feedback(
+        self, message_id: int, *, user_id: int | None, score: int, comment: str | None = None
+    ) -> int:
+        """Record a thumbs up (+1) or down (-1) on a message; returns the feedback id."""
+        if score not in (1, -1):
+            raise ValueError(f"score must be +1 or -1, not {score!r}")
+        with self._errors():
+            async with self._transaction() as session:
+                if await session.get(Message, message_id) is None:
+                    raise MemoryStoreError(f"no message with id {message_id}")
+                feedback = Feedback(
+                    message_id=message_id, user_id=user_id, score=score, comment=comment
+                )
+                session.add(feedback)
+                await session.flush()
+                return feedback.id
+
+    # -- a user's data: export and forget --------------------------------------------
+
+    async def export_user(self, channel: str, external_id: str) -> dict[str, Any]:
+        """Everything stored about a user, as JSON-ready data (a data-access request).
+
+        ``conversations`` are the ones they own, with every message and the feedback on
+        each; ``other_messages`` are messages they wrote in conversations owned by
+        someone else (other people's words there are not theirs to export);
+        ``feedback_given`` is every rating they gave.
+        """
+        with self._errors():
+            async with self._transaction() as session:
+                user = await session.scalar(
+                    select(User).where(User.channel == channel, User.external_id == external_id)
+                )
+                if user is None:
+                    raise MemoryStoreError(f"no user {external_id!r} on channel {channel!r}")
+                owned = (
+                    await session.scalars(
+                        select(Conversation)
+                        .where(Conversation.user_id == user.id)
+                        .order_by(Conversation.id)
+                    )
+                ).all()
+                owned_ids = [conversation.id for conversation in owned]
+                messages = (
+                    await session.scalars(
+                        select(Message)
+                        .where(
+                            or_(
+                                Message.conversation_id.in_(owned_ids),
+                                Message.user_id == user.id,
+                            )
+                        )
+                        .order_by(Message.id)
+                    )
+                ).all()
+                message_ids = [message.id for message in messages]
+                feedback = (
+                    await session.scalars(
+                        select(Feedback)
+                        .where(
+                            or_(Feedback.message_id.in_(message_ids), Feedback.user_id == user.id)
+                        )
+                        .order_by(Feedback.id)
+                    )
+                ).all()
+
+        feedback_on: dict[int, list[dict[str, Any]]] = {}
+        for row in feedback:
+            feedback_on.setdefault(row.message_id, []).append(_jsonable(_feedback(row)))
+
+        def message_json(row: Message) -> dict[str, Any]:
+            return {**_jsonable(_message(row)), "feedback": feedback_on.get(row.id, [])}
+
+        return {
+            "user": _jsonable(_user(user)),
+            "conversations": [
+                {
+                    **_jsonable(_conversation(conversation)),
+                    "messages": [
+                        message_json(m) for m in messages if m.conversation_id == conversation.id
+                    ],
+                }
+                for conversation in owned
+            ],
+            "other_messages": [
+                message_json(m) for m in messages if m.conversation_id not in set(owned_ids)
+            ],
+            "feedback_given": [_jsonable(_feedback(f)) for f in feedback if f.user_id == user.id],
+        }
+
+    async def forget_user(self, channel: str, external_id: str) -> dict[str, int]:
+        """Delete everything stored about a user, in every table, in one transaction.
+
+        Goes: feedback they gave or that sits on their messages or in their
+        conversations, their messages anywhere, every message of the conversations they
+        own (bot replies included), those conversations, the user row. Explicit deletes
+        rather than ON DELETE CASCADE alone, so the counts are exact and nothing depends
+        on SQLite's foreign_keys pragma. An unknown user gives all zeros.
+        """
+        counts = {"feedback": 0, "messages": 0, "conversations": 0, "users": 0}
+        with self._errors():
+            async with self._transaction() as session:
+                user_id = await session.scalar(
+                    select(User.id).where(User.channel == channel, User.external_id == external_id)
+                )
+                if user_id is None:
+                    return counts
+                owned = select(Conversation.id).where(Conversation.user_id == user_id)
+                their_message = or_(Message.user_id == user_id, Message.conversation_id.in_(owned))
+                their_messages = select(Message.id).where(their_message)
+                statements = {
+                    "feedback": delete(Feedback).where(
+                        or_(Feedback.user_id == user_id, Feedback.message_id.in_(their_messages))
+                    ),
+                    "messages": delete(Message).where(their_message),
+                    "conversations": delete(Conversation).where(Conversation.user_id == user_id),
+                    "users": delete(User).where(User.id == user_id),
+                }
+                for table, statement in statements.items():
+                    result = await session.execute(
+                        statement.execution_options(synchronize_session=False)
+                    )
+                    counts[table] = result.rowcount  # type: ignore[attr-defined]
+        logger.info("forgot user %s on %s: %s", external_id, channel, counts)
+        return counts
+
+
+__all__ = [
+    "ConversationRecord",
+    "ConversationStore",
+    "FeedbackRecord",
+    "MessageRecord",
+    "UserRecord",
+]
