@@ -115,10 +115,10 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check (and for environment strings, convert) one value against its field type."""
+def _coerce(value: Any, annotation: Any, where: str, *, from_env: bool) -> Any:
+    """Check one value against its field type; environment strings are converted first."""
     target = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
-    if isinstance(value, str) and target is not str:
+    if from_env and target is not str:
         text = value.strip()
         try:
             if target is bool:
@@ -141,26 +141,41 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _build_section(name: str, raw: Mapping[str, Any], source: str) -> Any:
+def _build_section(
+    name: str, raw: Mapping[str, Any], env: Mapping[str, tuple[str, str]], source: str
+) -> Any:
+    """One section from its file table ``raw`` and its ``env`` overrides (key -> var, value)."""
     cls = _SECTIONS[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = ", ".join(sorted(fields))
     kwargs = {}
-    for key, value in raw.items():
+    for key in [*raw, *env]:
         if key in SECRET_KEYS:
-            env = SECRET_ENV.get(key, f"{ENV_PREFIX}{name.upper()}__{key.upper()}")
+            secret_var = SECRET_ENV.get(f"database_{key}" if name == "memory" else key)
+            secret_var = secret_var or " or ".join(SECRET_ENV.values())
+            where = f"environment {env[key][0]}" if key in env else source
             raise ConfigError(
-                f"{source}: [{name}] {key} is a secret; set it in the environment ({env}), "
-                "not in a config file"
+                f"{where}: [{name}] {key} is a secret; set it as {secret_var} instead"
             )
+    for key, value in raw.items():
         if key not in fields:
-            known = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown key [{name}] {key!r} (known keys: {known})")
-        kwargs[key] = _coerce(value, fields[key].type, f"{source}: [{name}] {key}")
+        kwargs[key] = _coerce(value, fields[key].type, f"{source}: [{name}] {key}", from_env=False)
+    for key, (var, value) in env.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown environment variable {var}: [{name}] has no key {key!r} "
+                f"(known keys: {known})"
+            )
+        kwargs[key] = _coerce(
+            value, fields[key].type, f"environment {var} ([{name}] {key})", from_env=True
+        )
     return cls(**kwargs)
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    overrides: dict[str, dict[str, str]] = {}
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, tuple[str, str]]]:
+    """``BOTKIT_SECTION__KEY=value`` as {section: {key: (variable, value)}}."""
+    overrides: dict[str, dict[str, tuple[str, str]]] = {}
     secret_vars = set(SECRET_ENV.values()) | {"BOTKIT_CONFIG"}
     for var, value in environ.items():
         if not var.startswith(ENV_PREFIX) or var in secret_vars:
@@ -171,7 +186,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
                 f"unknown environment variable {var} (expected BOTKIT_<SECTION>__<KEY> "
                 f"with a section among {', '.join(sorted(_SECTIONS))})"
             )
-        overrides.setdefault(section, {})[key] = value
+        overrides.setdefault(section, {})[key] = (var, value)
     return overrides
 
 
@@ -212,8 +227,7 @@ def load_config(
             raise ConfigError(f"{source}: {name} must be a table ([{name}])")
         sections[name] = dict(value)
 
-    for name, values in _env_overrides(env).items():
-        sections.setdefault(name, {}).update(values)
+    overrides = _env_overrides(env)
 
     adapters = raw.get("adapters", {})
     if not isinstance(adapters, dict) or not all(isinstance(v, dict) for v in adapters.values()):
@@ -223,10 +237,14 @@ def load_config(
             if key in SECRET_KEYS:
                 raise ConfigError(
                     f"{source}: [adapters.{adapter}] {key} is a secret; set it in the "
-                    "environment, not in a config file"
+                    f"environment ({SECRET_ENV.get(f'{adapter}_{key}', 'BOTKIT_*')}), "
+                    "not in a config file"
                 )
 
-    built = {name: _build_section(name, values, source) for name, values in sections.items()}
+    built = {
+        name: _build_section(name, sections.get(name, {}), overrides.get(name, {}), source)
+        for name in sections.keys() | overrides.keys()
+    }
     config = Config(**built, adapters=types.MappingProxyType(adapters), source=source)
     _validate(config)
     return config
@@ -235,9 +253,13 @@ def load_config(
 def _validate(config: Config) -> None:
     where = config.source
     if config.memory.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        raise ConfigError(f"{where}: [memory] sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+        raise ConfigError(
+            f"{where}: [memory] sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA"
+        )
     if config.model.dtype not in {"auto", "float32", "bfloat16", "float16"}:
         raise ConfigError(f"{where}: [model] dtype must be auto, float32, bfloat16 or float16")
+    if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError(f"{where}: [logging] level must be DEBUG, INFO, WARNING or ERROR")
     if config.bot.max_message_chars < 1:
         raise ConfigError(f"{where}: [bot] max_message_chars must be at least 1")
     if config.model.generation_timeout_s <= 0:

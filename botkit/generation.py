@@ -75,6 +75,10 @@ class Generator(Protocol):
         """Tokens the prompt would take after the chat template, generation prompt included."""
         ...
 
+    def count_text(self, text: str) -> int:
+        """Tokens of plain text, without any template (stored with each message)."""
+        ...
+
     def load_adapter(self, name: str, path: str) -> str:
         """Make a LoRA adapter directory available under ``name``; returns its version."""
         ...
