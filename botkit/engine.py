@@ -1,0 +1,265 @@
+"""The dialogue engine: one message in, one streamed reply out.
+
+This is the path every channel shares (see DESIGN.md): clean and check the input,
+store the user's turn (once per platform message id), build the prompt within the
+token budget, stream the generator's reply, and store the reply only once it is
+complete. A crash or a cancelled reply leaves the user's turn and no half reply. No
+platform SDK is imported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+
+from botkit.context import build_prompt
+from botkit.errors import EmptyMessageError, GenerationTimeout, MessageTooLongError
+from botkit.generation import ChatMessage, GenerationRequest, Generator
+from botkit.memory import ConversationRecord, ConversationStore, MessageRecord
+from botkit.personas import Persona, PersonaRegistry
+
+log = logging.getLogger(__name__)
+
+# Roles stored in memory that the model sees as the assistant speaking.
+_ASSISTANT_ROLES = {"assistant", "agent"}
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A user's message, normalised by a channel adapter."""
+
+    channel: str
+    """The adapter's name, e.g. ``terminal``, ``telegram``."""
+    chat_key: str
+    """The platform's chat, channel or thread id: one conversation at a time per key."""
+    user_key: str
+    """The platform's id of the person who wrote it."""
+    text: str
+    platform_message_id: str | None = None
+    """Used to answer a platform's retried delivery only once."""
+    user_name: str | None = None
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def clean_text(text: str) -> str:
+    """Make user text safe to store and tokenise.
+
+    Lone surrogates (from a broken client) become U+FFFD, ``\\r\\n`` becomes ``\\n``,
+    and control characters other than newline and tab are removed.
+    """
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc"
+    ).strip()
+
+
+class Reply:
+    """A reply being streamed: iterate it for text pieces, then read what was stored.
+
+    ``async for piece in reply`` yields the text as it is generated. Afterwards
+    ``text`` holds the whole reply, ``message_id`` the stored row (None when nothing was
+    stored), ``duplicate`` is True when the platform message was already answered, and
+    ``notice`` is True when the text is botkit's own (e.g. "message too long"), not the
+    model's. ``aclose()`` (or leaving the ``async with`` block) cancels generation.
+    """
+
+    def __init__(self) -> None:
+        self._pieces: AsyncIterator[str] | None = None
+        self.text = ""
+        self.message_id: int | None = None
+        self.conversation_id: int | None = None
+        self.duplicate = False
+        self.notice = False
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        assert self._pieces is not None, "a Reply comes from DialogueEngine.respond()"
+        return self._pieces
+
+    async def aclose(self) -> None:
+        if self._pieces is not None:
+            await self._pieces.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> Reply:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def collect(self) -> str:
+        """Consume the whole reply and return its text."""
+        async for _ in self:
+            pass
+        return self.text
+
+
+class DialogueEngine:
+    """Turns :class:`IncomingMessage` into streamed replies, remembering everything in SQL."""
+
+    def __init__(
+        self,
+        *,
+        store: ConversationStore,
+        generator: Generator,
+        personas: PersonaRegistry,
+        default_persona: str = "pine",
+        max_message_chars: int = 4000,
+        generation_timeout_s: float = 120.0,
+    ) -> None:
+        self.store = store
+        self.generator = generator
+        self.personas = personas
+        self.default_persona = personas[default_persona].name
+        self.max_message_chars = max_message_chars
+        self.generation_timeout_s = generation_timeout_s
+        self._adapter_versions: dict[str, str] = {}
+
+    async def load_adapters(self) -> None:
+        """Load every persona's LoRA adapter into the generator (off the event loop)."""
+        for persona in self.personas.values():
+            if persona.adapter is not None:
+                version = await asyncio.to_thread(
+                    self.generator.load_adapter, persona.name, str(persona.adapter)
+                )
+                self._adapter_versions[persona.name] = version
+                log.info("persona %s uses adapter %s (%s)", persona.name, persona.adapter, version)
+
+    def persona(self, name: str | None = None) -> Persona:
+        return self.personas[name or self.default_persona]
+
+    def check_input(self, text: str) -> str:
+        """The cleaned text, or an :class:`InputError` saying why it cannot be used."""
+        cleaned = clean_text(text)
+        if not cleaned:
+            raise EmptyMessageError("the message is empty")
+        if len(cleaned) > self.max_message_chars:
+            raise MessageTooLongError(len(cleaned), self.max_message_chars)
+        return cleaned
+
+    async def new_conversation(
+        self, channel: str, chat_key: str, user_key: str, *, persona: str | None = None,
+        user_name: str | None = None,
+    ) -> ConversationRecord:
+        """Close the chat's current conversation and start a fresh one (``/reset``)."""
+        user = await self.store.upsert_user(channel, user_key, user_name)
+        return await self.store.start_conversation(
+            channel, chat_key, persona=self.persona(persona).name, user_id=user.id
+        )
+
+    async def transcript(self, channel: str, chat_key: str) -> list[MessageRecord]:
+        """The messages of the chat's open conversation, oldest first (for ``--resume``)."""
+        conversation = await self.store.latest_conversation(channel, chat_key)
+        if conversation is None:
+            return []
+        return await self.store.messages(conversation.id)
+
+    def respond(self, message: IncomingMessage, *, persona: str | None = None) -> Reply:
+        """Answer ``message``; iterate the returned :class:`Reply` to stream it.
+
+        Raises (on first iteration) :class:`EmptyMessageError` for an empty message and
+        :class:`GenerationTimeout` when the model stalls; a too long message gets a polite
+        notice instead of a model reply and is not sent to the model.
+        """
+        reply = Reply()
+        reply._pieces = self._respond(message, persona, reply)
+        return reply
+
+    async def _respond(
+        self, message: IncomingMessage, persona_name: str | None, reply: Reply
+    ) -> AsyncIterator[str]:
+        try:
+            text = self.check_input(message.text)
+        except MessageTooLongError as exc:
+            reply.notice = True
+            reply.text = (
+                f"Sorry, your message is too long for me ({exc.length:,} characters; "
+                f"the limit is {exc.limit:,}). Could you shorten it or send it in parts?"
+            )
+            yield reply.text
+            return
+
+        user = await self.store.upsert_user(message.channel, message.user_key, message.user_name)
+        conversation = await self.store.current_conversation(
+            message.channel, message.chat_key,
+            persona=self.persona(persona_name).name, user_id=user.id,
+        )
+        persona = self.persona(conversation.persona)
+        reply.conversation_id = conversation.id
+        stored = await self.store.add_message(
+            conversation.id,
+            role="user",
+            text=text,
+            user_id=user.id,
+            token_count=self.generator.count_text(text),
+            platform_message_id=message.platform_message_id,
+        )
+        if stored is None:
+            log.info(
+                "%s message %s in chat %s was already answered; ignoring the retry",
+                message.channel, message.platform_message_id, message.chat_key,
+            )
+            reply.duplicate = True
+            return
+
+        # TODO(step 7): hand the message to an agent here when a human owns the chat.
+        history = await self.store.messages(conversation.id)
+        prompt = build_prompt(persona, [_as_chat(m) for m in history], self.generator)
+        if prompt.dropped_turns:
+            log.debug(
+                "conversation %s: %d old turns left out", conversation.id, prompt.dropped_turns
+            )
+        adapter = persona.name if persona.name in self._adapter_versions else None
+        request = GenerationRequest(
+            messages=prompt.messages,
+            sampling=persona.generation.sampling(),
+            adapter=adapter,
+            request_id=uuid.uuid4().hex,
+        )
+
+        pieces: list[str] = []
+        stream = self.generator.stream(request)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.generation_timeout_s):
+                        piece = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise GenerationTimeout(
+                        f"the model produced nothing for {self.generation_timeout_s:g} s; "
+                        "the reply was abandoned"
+                    ) from None
+                pieces.append(piece)
+                reply.text += piece
+                yield piece
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+        # Only a complete reply is stored; a cancelled or failed one leaves no trace.
+        text_out = "".join(pieces)
+        record = await self.store.add_message(
+            conversation.id,
+            role="assistant",
+            text=text_out,
+            token_count=self.generator.count_text(text_out),
+            persona=persona.name,
+            adapter_version=self._adapter_versions.get(persona.name),
+        )
+        reply.message_id = record.id if record else None
+
+
+def _as_chat(message: MessageRecord) -> ChatMessage:
+    role = "assistant" if message.role in _ASSISTANT_ROLES else message.role
+    return ChatMessage(role, message.text)  # type: ignore[arg-type]
