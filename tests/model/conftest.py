@@ -163,11 +163,6 @@ def embedded_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def embedded_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("embedded-cache")
-
-
-@pytest.fixture(scope="session")
 def embedded_loads(embedded_cache: Path) -> tuple[LoadedModel, LoadedModel]:
     """(first load, which converts; second load, from the converted copy), in fp32."""
     if not embedded_available():
