@@ -29,11 +29,12 @@ run: $(STAMP)
 	$(BIN)/botkit chat
 
 test: $(TEST_STAMP)
-	$(BIN)/ruff check botkit tests migrations
+	$(BIN)/ruff check botkit tests migrations bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check botkit tests migrations
+	$(BIN)/ruff check botkit tests migrations bench
 	$(BIN)/mypy
 
 clean:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botkit.errors import ConfigError
+from botkit.errors import BotkitError, ConfigError
 
 ENV_PREFIX = "BOTKIT_"
 #: Environment variables holding secrets; a config file may never contain these.
@@ -190,6 +190,18 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, tuple[str,
     return overrides
 
 
+def read_toml(file: Path, error: type[BotkitError], kind: str) -> dict[str, Any]:
+    """Parse a TOML file; every failure is ``error`` with a sentence naming the file."""
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{kind} not found: {file}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{file} is not valid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {kind} {file}: {exc}") from exc
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -207,14 +219,7 @@ def load_config(
     if path is not None:
         file = Path(path)
         source = str(file)
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {file}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {file}: {exc}") from exc
+        raw = read_toml(file, ConfigError, "config file")
 
     sections: dict[str, Any] = {}
     for name, value in raw.items():

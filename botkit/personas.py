@@ -8,12 +8,12 @@ persona never surfaces later as a strange reply.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from botkit.config import read_toml
 from botkit.errors import PersonaError, UnknownPersonaError
 from botkit.generation import SamplingParams
 
@@ -174,15 +174,7 @@ def parse_persona(raw: Mapping[str, Any], path: Path) -> Persona:
 def load_persona(path: str | Path) -> Persona:
     """Load and validate one persona file."""
     file = Path(path)
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PersonaError(f"persona file not found: {file}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PersonaError(f"{file} is not valid TOML: {exc}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PersonaError(f"cannot read persona file {file}: {exc}") from exc
-    return parse_persona(raw, file)
+    return parse_persona(read_toml(file, PersonaError, "persona file"), file)
 
 
 class PersonaRegistry(Mapping[str, Persona]):
