@@ -37,10 +37,41 @@ async def open_store(config: Config) -> ConversationStore:
     )
 
 
-async def load_generator(config: Config) -> Generator:
-    from botkit.model.local import LocalGenerator  # torch is imported only when needed
+def build_generator(config: Config) -> Generator:
+    """Load the model and wrap it in the runtime ``[runtime] engine`` names.
 
-    return await asyncio.to_thread(LocalGenerator.from_config, config.model, config.data_dir)
+    The batched runtime serves Llama-family models; any other model falls back to the
+    simple one-request-at-a-time generator, with a warning that says so.
+    """
+    import torch
+
+    from botkit.model.loading import load_model
+    from botkit.model.local import LocalGenerator
+    from botkit.model.runtime import BatchedGenerator
+
+    model = config.model
+    if model.threads > 0:
+        torch.set_num_threads(model.threads)
+    loaded = load_model(
+        model.source, device=model.device, dtype=model.dtype,
+        cache_dir=config.data_dir / "models", context_window=model.context_window,
+    )
+    if config.runtime.engine == "batched":
+        if BatchedGenerator.supports(loaded.model):
+            return BatchedGenerator(
+                loaded, config=config.runtime, timeout_s=model.generation_timeout_s,
+                threads=model.threads,
+            )
+        log.warning(
+            "the batched runtime does not support %s; serving one request at a time",
+            type(loaded.model).__name__,
+        )
+    return LocalGenerator(loaded, timeout_s=model.generation_timeout_s, threads=model.threads)
+
+
+async def load_generator(config: Config) -> Generator:
+    # torch and the model are imported only here, off the event loop.
+    return await asyncio.to_thread(build_generator, config)
 
 
 @asynccontextmanager

@@ -51,6 +51,28 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    engine: str = "batched"
+    """``batched``: continuous batching, prefix cache and mixed LoRA adapters in one
+    forward pass (Llama-family models); ``simple``: one request at a time (any model).
+    A model the batched runtime does not support falls back to ``simple`` with a warning."""
+    max_concurrent: int = 16
+    """Requests decoded together; more wait in the queue."""
+    max_queue: int = 64
+    """Requests allowed to wait; past this a new one gets a "busy, retry later" error."""
+    kv_cache_mb: int = 1024
+    """Memory budget of the running requests' KV cache, in MiB."""
+    kv_cache_tokens: int = 0
+    """The same budget in tokens; when above 0 it replaces ``kv_cache_mb``."""
+    prefill_chunk_tokens: int = 256
+    """Prompt tokens computed per step, so a long prompt never freezes other streams."""
+    prefix_cache: bool = True
+    """Reuse the KV of shared prefixes (system prompts, earlier turns of a conversation)."""
+    prefix_cache_mb: int = 256
+    """Memory for cached prefixes, in MiB; least recently used ones are evicted first."""
+
+
+@dataclass(frozen=True)
 class MemoryConfig:
     url: str = "sqlite:///{data_dir}/botkit.db"
     """SQLAlchemy URL of the conversation database. ``{data_dir}`` is replaced by
@@ -86,6 +108,7 @@ class LoggingConfig:
 class Config:
     bot: BotConfig = field(default_factory=BotConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     adapters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -110,6 +133,7 @@ class Config:
 _SECTIONS: dict[str, type] = {
     "bot": BotConfig,
     "model": ModelConfig,
+    "runtime": RuntimeConfig,
     "memory": MemoryConfig,
     "logging": LoggingConfig,
 }
@@ -265,6 +289,13 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{where}: [model] dtype must be auto, float32, bfloat16 or float16")
     if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"{where}: [logging] level must be DEBUG, INFO, WARNING or ERROR")
+    if config.runtime.engine not in {"batched", "simple"}:
+        raise ConfigError(f"{where}: [runtime] engine must be batched or simple")
+    for key in ("max_concurrent", "prefill_chunk_tokens", "kv_cache_mb"):
+        if getattr(config.runtime, key) < 1:
+            raise ConfigError(f"{where}: [runtime] {key} must be at least 1")
+    if config.runtime.max_queue < 0 or config.runtime.kv_cache_tokens < 0:
+        raise ConfigError(f"{where}: [runtime] max_queue and kv_cache_tokens must be 0 or more")
     if config.bot.max_message_chars < 1:
         raise ConfigError(f"{where}: [bot] max_message_chars must be at least 1")
     if config.model.generation_timeout_s <= 0:

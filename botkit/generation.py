@@ -36,6 +36,8 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False
+    """Keep generating past EOS up to ``max_new_tokens`` (benchmarks: equal work for all)."""
 
 
 @dataclass(frozen=True, slots=True)
