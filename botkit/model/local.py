@@ -111,6 +111,14 @@ class IncrementalDetokenizer:
         self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
         return new_text[len(prefix_text) :]
 
+    def flush(self) -> str:
+        """The text still held back when the reply ends (a final partial character
+        decodes to U+FFFD, as it would in the whole reply's text)."""
+        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        new_text = self._decode(self._ids[self._prefix_offset :])
+        self._prefix_offset = self._read_offset = len(self._ids)
+        return new_text[len(prefix_text) :]
+
     def _decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
 
@@ -377,9 +385,11 @@ class LocalGenerator:
                     break
 
         if finish in {"eos", "length"}:
-            # A trailing partial UTF-8 character stays unsaid; held-back text that never
-            # became a stop string is part of the reply.
-            tail = stop_filter.flush()
+            # Held-back text that never became a stop string is part of the reply.
+            with self._tokenizer_lock:
+                held = detokenizer.flush()
+            text, stopped = stop_filter.push(held)
+            tail = text if stopped else text + stop_filter.flush()
             if tail:
                 emit("text", tail)
         self.last_finish = FinishInfo(

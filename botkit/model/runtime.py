@@ -528,7 +528,9 @@ class BatchedGenerator:
         seq.generated.append(token)
         seq.pending = token
         self._counters["tokens"] += 1
-        text, stopped = seq.stops.push(seq.detokenizer.push(token))
+        with self._tokenizer_lock:  # the loop thread may be encoding a prompt meanwhile
+            delta = seq.detokenizer.push(token)
+        text, stopped = seq.stops.push(delta)
         if text:
             seq.sink.put(text)
         if stopped:
@@ -546,7 +548,12 @@ class BatchedGenerator:
             return
         seq.ended = True
         if reason in {"eos", "length"}:
-            tail = seq.stops.flush()
+            # Held-back text (a partial character, the start of a stop string that never
+            # came) is part of the reply.
+            with self._tokenizer_lock:
+                held = seq.detokenizer.flush()
+            text, stopped = seq.stops.push(held)
+            tail = text if stopped else text + seq.stops.flush()
             if tail:
                 seq.sink.put(tail)
             if self._prefix is not None and seq.slot >= 0 and seq.computed > len(seq.prompt):
