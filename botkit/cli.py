@@ -172,6 +172,12 @@ def _adapters_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_serve(args: argparse.Namespace) -> int:
+    from botkit.bench.serve import run
+
+    return run(args)
+
+
 # --- the parser -------------------------------------------------------------------------
 
 
@@ -249,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     adapter_commands = adapters.add_subparsers(dest="adapters_command", metavar="COMMAND",
                                                required=True)
     add(adapter_commands, "list", "list the installed channel adapters", _adapters_list)
+
+    from botkit.bench.serve import add_arguments as add_serve_arguments  # stdlib only
+
+    bench = commands.add_parser("bench", help="benchmarks", description="benchmarks")
+    bench_commands = bench.add_subparsers(dest="bench_command", metavar="COMMAND", required=True)
+    add_serve_arguments(add(bench_commands, "serve",
+                            "serving throughput and latency, botkit vs transformers",
+                            _bench_serve))
     return parser
 
 

@@ -105,6 +105,8 @@ def write_bad_config(folder: Path) -> Path:
 
 HELP_CASES = {
     (): "chat bots whose brain is a LoRA-fine-tuned language model",
+    ("bench",): "benchmarks",
+    ("bench", "serve"): "serving throughput and latency, botkit vs transformers",
     ("chat",): "chat with a persona in the terminal",
     ("config",): "config files",
     ("config", "check"): "validate a config and print what would run",
