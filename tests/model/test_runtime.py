@@ -83,13 +83,12 @@ def reference_text(model: Any, tokenizer: Any, req: GenerationRequest) -> str:
     """What a stream of transformers' greedy ``generate()`` tokens says to ``req`` alone.
 
     ``ignore_eos`` is ``min_new_tokens == max_new_tokens``: EOS is never picked. The
-    tokens go through the streams' own detokenizer, which holds back text ending in an
-    unfinished UTF-8 character (and drops it when the reply ends there): the tiny
-    model's byte-level tokens often end a reply that way.
+    whole reply is decoded at once, so a stream that lost held-back text at its end (the
+    tiny model's byte-level tokens often end on a partial UTF-8 character) would differ.
     """
     sampling = req.sampling
     assert sampling.temperature == 0, "references are greedy"
-    ids = torch.tensor([prompt_ids(tokenizer, req)])  # (1, T)
+    ids = torch.tensor([prompt_ids(tokenizer, req)], device=model.device)  # (1, T)
     eos = sorted({tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)})
     extra = {"min_new_tokens": sampling.max_new_tokens} if sampling.ignore_eos else {}
     with torch.inference_mode():
