@@ -2,10 +2,10 @@
 
 Every contender gets the same token ids (the tokenizer's chat template, generation
 prompt included), decodes greedily and generates exactly ``new_tokens`` tokens per
-request: EOS is not a stop for anyone (``eos_token_id=[]`` for ``generate()``, ``-1``
-for ``generate_batch``, ``ignore_eos=True`` for botkit), so a token after an EOS is
-still a token of work, fed back like any other. That keeps the outputs comparable token
-for token, which ``min_new_tokens`` would not (it hides EOS from the argmax).
+request: EOS can never be picked (``min_new_tokens == max_new_tokens`` for
+``generate()``, ``ignore_eos=True`` for botkit, both of which mask EOS out of the
+argmax), so the outputs stay comparable token for token. ``generate_batch`` cannot mask
+it; it gets ``eos_token_id=-1`` (EOS is no stop) and does the same amount of work.
 """
 
 from __future__ import annotations
@@ -338,10 +338,11 @@ def eos_ids(loaded: LoadedModel) -> set[int]:
 def _generate_config(loaded: LoadedModel, new_tokens: int) -> Any:
     from transformers import GenerationConfig
 
-    # eos_token_id=[]: no EOS stops a row, and none is masked out of the argmax.
+    # min_new_tokens: EOS is masked out of the argmax, as botkit's ignore_eos does.
     return GenerationConfig(
-        max_new_tokens=new_tokens, do_sample=False, eos_token_id=[],
-        pad_token_id=_pad_id(loaded), repetition_penalty=1.0,
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+        eos_token_id=sorted(eos_ids(loaded)), pad_token_id=_pad_id(loaded),
+        repetition_penalty=1.0,
     )
 
 
