@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import os
@@ -468,24 +467,12 @@ def run_generate_batch(loaded: LoadedModel, prompts: Sequence[Prompt], new_token
 # -- contender 4: botkit's runtime -----------------------------------------------------
 
 
-def runtime_config(**overrides: Any) -> Any:
-    """A RuntimeConfig with the overrides that this version of it knows."""
-    from botkit.config import RuntimeConfig
-
-    known = {f.name for f in dataclasses.fields(RuntimeConfig)}
-    return RuntimeConfig(**{k: v for k, v in overrides.items() if k in known})
-
-
 def make_runtime(loaded: LoadedModel, *, timeout_s: float = 300.0, **overrides: Any) -> Any:
-    """botkit's batched runtime; the one-at-a-time LocalGenerator where it is missing."""
-    try:
-        from botkit.model.runtime import BatchedGenerator
-    except ImportError:  # pragma: no cover - before the runtime landed
-        from botkit.model.local import LocalGenerator
+    """botkit's batched runtime, with ``overrides`` of its RuntimeConfig."""
+    from botkit.config import RuntimeConfig
+    from botkit.model.runtime import BatchedGenerator
 
-        logger.warning("botkit.model.runtime is missing; measuring LocalGenerator instead")
-        return LocalGenerator(loaded, timeout_s=timeout_s)
-    return BatchedGenerator(loaded, config=runtime_config(**overrides), timeout_s=timeout_s)
+    return BatchedGenerator(loaded, config=RuntimeConfig(**overrides), timeout_s=timeout_s)
 
 
 def engine_name(generator: Any) -> str:

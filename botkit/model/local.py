@@ -96,8 +96,9 @@ class IncrementalDetokenizer:
     have not all arrived yet.
     """
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, lock: threading.Lock | None = None) -> None:
         self._tokenizer = tokenizer
+        self._lock = lock or threading.Lock()
         self._ids: list[int] = []
         self._prefix_offset = 0  # start of the window decoded for context
         self._read_offset = 0  # first token not yet turned into emitted text
@@ -120,7 +121,42 @@ class IncrementalDetokenizer:
         return new_text[len(prefix_text) :]
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
+        if not ids:
+            return ""
+        with self._lock:
+            return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
+
+class ChatTokenizer:
+    """The model's tokenizer, shared by the event loop and the model worker.
+
+    HF fast tokenizers can fail ("Already borrowed") when two threads use one at once,
+    so every use goes through one lock.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.lock = threading.Lock()
+
+    def prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The chat template applied to ``messages``, generation prompt included."""
+        with self.lock:
+            ids = self.tokenizer.apply_chat_template(
+                [m.as_dict() for m in messages],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
+            )
+        if ids and isinstance(ids[0], list):  # some tokenizers answer with a batch of one
+            ids = ids[0]
+        return list(ids)
+
+    def count_text(self, text: str) -> int:
+        with self.lock:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def detokenizer(self) -> IncrementalDetokenizer:
+        return IncrementalDetokenizer(self.tokenizer, self.lock)
 
 
 class StopStringFilter:
@@ -179,9 +215,7 @@ class LocalGenerator:
         self._timeout_s = timeout_s
         self._eos_ids = _eos_token_ids(loaded)
         self._forward_kwargs = _forward_kwargs(loaded.model)
-        # The tokenizer is used by the worker and by count_tokens on the loop thread;
-        # HF fast tokenizers may fail with "Already borrowed" when used concurrently.
-        self._tokenizer_lock = threading.Lock()
+        self._text = ChatTokenizer(loaded.tokenizer)
         self._threads = threads
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="botkit-model", initializer=self._init_worker
@@ -239,12 +273,10 @@ class LocalGenerator:
     # -- the Generator protocol --------------------------------------------------------
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        return len(self._prompt_ids(messages))
+        return len(self._text.prompt_ids(messages))
 
     def count_text(self, text: str) -> int:
-        with self._tokenizer_lock:
-            ids = self._loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return len(ids)
+        return self._text.count_text(text)
 
     def load_adapter(self, name: str, path: str) -> str:
         """Check and load a LoRA adapter; returns its version.
@@ -332,7 +364,7 @@ class LocalGenerator:
     def _generate(self, request: GenerationRequest, cancel: threading.Event, emit: _Emit) -> None:
         sampling = request.sampling
         device = self._loaded.device
-        prompt_ids = self._prompt_ids(request.messages)
+        prompt_ids = self._text.prompt_ids(request.messages)
         room = self.context_window - len(prompt_ids)
         if room <= 0:
             raise GenerationError(
@@ -347,7 +379,7 @@ class LocalGenerator:
         else:
             rng.manual_seed(sampling.seed)
 
-        detokenizer = IncrementalDetokenizer(self._loaded.tokenizer)
+        detokenizer = self._text.detokenizer()
         stop_filter = StopStringFilter(sampling.stop)
         seen_ids = torch.tensor(prompt_ids, device=device)  # (T,) for the repetition penalty
         input_ids = seen_ids.unsqueeze(0)  # (1, T): the whole prompt on the first step
@@ -375,8 +407,7 @@ class LocalGenerator:
                 seen_ids = torch.cat([seen_ids, seen_ids.new_tensor([token_id])])  # (T+1,)
                 input_ids = seen_ids[-1:].unsqueeze(0)  # (1, 1): the cache holds the rest
 
-                with self._tokenizer_lock:
-                    delta = detokenizer.push(token_id)
+                delta = detokenizer.push(token_id)
                 text, stopped = stop_filter.push(delta)
                 if text:
                     emit("text", text)
@@ -386,9 +417,7 @@ class LocalGenerator:
 
         if finish in {"eos", "length"}:
             # Held-back text that never became a stop string is part of the reply.
-            with self._tokenizer_lock:
-                held = detokenizer.flush()
-            text, stopped = stop_filter.push(held)
+            text, stopped = stop_filter.push(detokenizer.flush())
             tail = text if stopped else text + stop_filter.flush()
             if tail:
                 emit("text", tail)
@@ -401,18 +430,6 @@ class LocalGenerator:
         )
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
-        with self._tokenizer_lock:
-            ids = self._loaded.tokenizer.apply_chat_template(
-                [m.as_dict() for m in messages],
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=False,
-            )
-        if ids and isinstance(ids[0], list):  # some tokenizers answer with a batch of one
-            ids = ids[0]
-        return list(ids)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -46,6 +46,7 @@ from botkit.model.batched_forward import BatchedForward, supports
 from botkit.model.kv_cache import KVPool, PrefixCache
 from botkit.model.loading import LoadedModel
 from botkit.model.local import (
+    ChatTokenizer,
     FinishInfo,
     FinishReason,
     IncrementalDetokenizer,
@@ -163,7 +164,7 @@ class BatchedGenerator:
         self._bank = LoraBank(loaded.model, base_weights_hash=loaded.weights_hash)
         self._forward = BatchedForward(loaded.model, self._pool)
         self._eos_ids = _eos_token_ids(loaded)
-        self._tokenizer_lock = threading.Lock()
+        self._text = ChatTokenizer(loaded.tokenizer)
 
         self._cv = threading.Condition()
         self._waiting: deque[_Sequence] = deque()  # guarded by _cv
@@ -220,22 +221,11 @@ class BatchedGenerator:
 
     # -- the Generator protocol --------------------------------------------------------
 
-    def _prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
-        with self._tokenizer_lock:
-            ids = self._loaded.tokenizer.apply_chat_template(
-                [m.as_dict() for m in messages], add_generation_prompt=True,
-                tokenize=True, return_dict=False,
-            )
-        if ids and isinstance(ids[0], list):
-            ids = ids[0]
-        return list(ids)
-
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        return len(self._prompt_ids(messages))
+        return len(self._text.prompt_ids(messages))
 
     def count_text(self, text: str) -> int:
-        with self._tokenizer_lock:
-            return len(self._loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._text.count_text(text)
 
     def load_adapter(self, name: str, path: str) -> str:
         """Load (or replace) a LoRA adapter between two steps; running requests go on."""
@@ -269,7 +259,7 @@ class BatchedGenerator:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         if self._closed:
             raise GenerationError("this generator is closed")
-        prompt = await asyncio.to_thread(self._prompt_ids, request.messages)
+        prompt = await asyncio.to_thread(self._text.prompt_ids, request.messages)
         room = self.context_window - len(prompt)
         if room <= 0:
             raise GenerationError(
@@ -291,7 +281,7 @@ class BatchedGenerator:
         seq = _Sequence(
             request=request, prompt=prompt, sink=_Sink(asyncio.get_running_loop()),
             cancel=threading.Event(), need=need, rng=rng,
-            detokenizer=IncrementalDetokenizer(self._loaded.tokenizer),
+            detokenizer=self._text.detokenizer(),
             stops=StopStringFilter(request.sampling.stop),
         )
         with self._cv:
@@ -528,9 +518,7 @@ class BatchedGenerator:
         seq.generated.append(token)
         seq.pending = token
         self._counters["tokens"] += 1
-        with self._tokenizer_lock:  # the loop thread may be encoding a prompt meanwhile
-            delta = seq.detokenizer.push(token)
-        text, stopped = seq.stops.push(delta)
+        text, stopped = seq.stops.push(seq.detokenizer.push(token))
         if text:
             seq.sink.put(text)
         if stopped:
@@ -550,9 +538,7 @@ class BatchedGenerator:
         if reason in {"eos", "length"}:
             # Held-back text (a partial character, the start of a stop string that never
             # came) is part of the reply.
-            with self._tokenizer_lock:
-                held = seq.detokenizer.flush()
-            text, stopped = seq.stops.push(held)
+            text, stopped = seq.stops.push(seq.detokenizer.flush())
             tail = text if stopped else text + seq.stops.flush()
             if tail:
                 seq.sink.put(tail)
