@@ -22,14 +22,17 @@ def make_adapter(
     target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
 ) -> Path:
     """Save a LoRA adapter for ``model`` whose lora_B weights are not zero, so it
-    changes the output (a fresh adapter is an exact no-op)."""
+    changes the output (a fresh adapter is an exact no-op). Both lora_A and lora_B come
+    from ``seed`` alone, so an adapter does not depend on which tests ran before."""
     from peft import LoraConfig, get_peft_model
 
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=list(target_modules)))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
+            if "lora_A" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+            elif "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
     peft_model.save_pretrained(directory)
     return directory
