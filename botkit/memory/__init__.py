@@ -11,11 +11,14 @@ from botkit.memory.store import (
     MessageRecord,
     UserRecord,
 )
+from botkit.memory.training import TrainingDialogue, TrainingSelection
 
 __all__ = [
     "ConversationRecord",
     "ConversationStore",
     "FeedbackRecord",
     "MessageRecord",
+    "TrainingDialogue",
+    "TrainingSelection",
     "UserRecord",
 ]

@@ -36,6 +36,11 @@ from botkit.memory.models import (
     User,
     utcnow,
 )
+from botkit.memory.training import (
+    TrainingDialogue,
+    TrainingSelection,
+    select_training_dialogues,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +269,25 @@ class ConversationStore:
                 result = await session.scalars(stmt, execution_options={"populate_existing": True})
                 return _user(result.one())
 
+    async def set_opted_out(self, channel: str, external_id: str, opted_out: bool) -> bool:
+        """Record whether a user opted out of training data; False if there is no such user.
+
+        An opted-out user's conversations and messages are left out of every later
+        training export (``training_conversations``); nothing already exported changes.
+        """
+        with self._errors():
+            async with self._transaction() as session:
+                found = await session.scalar(
+                    update(User)
+                    .where(User.channel == channel, User.external_id == external_id)
+                    .values(opted_out=opted_out)
+                    .returning(User.id)
+                    .execution_options(synchronize_session=False)
+                )
+        if found is not None:
+            logger.info("user %s on %s: opted_out=%s", external_id, channel, opted_out)
+        return found is not None
+
     async def find_user(self, channel: str, external_id: str) -> UserRecord | None:
         with self._errors():
             async with self._transaction() as session:
@@ -454,6 +478,54 @@ class ConversationStore:
                 await session.flush()
                 return feedback.id
 
+    # -- training data -----------------------------------------------------------------
+
+    async def training_conversations(
+        self,
+        *,
+        persona: str | None = None,
+        since: datetime | None = None,
+        feedback: bool = True,
+        agent_replies: bool = False,
+    ) -> list[TrainingDialogue]:
+        """Conversations worth fine-tuning on, oldest first; see ``training_selection``."""
+        selection = await self.training_selection(
+            persona=persona, since=since, feedback=feedback, agent_replies=agent_replies
+        )
+        return selection.dialogues
+
+    async def training_selection(
+        self,
+        *,
+        persona: str | None = None,
+        since: datetime | None = None,
+        feedback: bool = True,
+        agent_replies: bool = False,
+    ) -> TrainingSelection:
+        """The training dialogues, and how many conversations opt-out held back.
+
+        ``persona`` keeps one persona's conversations; ``since`` (timezone-aware) those
+        active at or after it (``updated_at``, so a long-lived chat with new turns comes
+        back whole). With ``feedback`` a dialogue runs up to its last bot reply rated +1;
+        without, up to its last bot reply. A reply rated -1 ends it before that reply.
+        ``agent_replies`` also takes a human agent's messages, as assistant turns, and
+        runs up to the last of them. System messages are dropped and consecutive turns of
+        one role merged. Conversations owned by a user who opted out are left out, and so
+        is every message an opted-out user wrote anywhere; their +1 ratings do not count,
+        while their -1 ratings still keep a reply out.
+
+        Three queries whatever the size: conversations, their messages, their feedback.
+        """
+        with self._errors():
+            async with self._transaction() as session:
+                return await select_training_dialogues(
+                    session,
+                    persona=persona,
+                    since=since,
+                    feedback=feedback,
+                    agent_replies=agent_replies,
+                )
+
     # -- a user's data: export and forget --------------------------------------------
 
     async def export_user(self, channel: str, external_id: str) -> dict[str, Any]:
@@ -568,5 +640,7 @@ __all__ = [
     "ConversationStore",
     "FeedbackRecord",
     "MessageRecord",
+    "TrainingDialogue",
+    "TrainingSelection",
     "UserRecord",
 ]

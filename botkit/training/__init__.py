@@ -1,0 +1,1 @@
+"""LoRA fine-tuning: data formats, the training loop, evaluation."""
