@@ -15,6 +15,7 @@ from botkit.errors import (
     BotkitError,
     ConfigError,
     DatabaseUnavailable,
+    DatasetError,
     EmptyMessageError,
     GenerationError,
     GenerationTimeout,
@@ -25,6 +26,7 @@ from botkit.errors import (
     MigrationError,
     ModelError,
     PersonaError,
+    TrainingError,
     UnknownPersonaError,
 )
 from botkit.generation import ChatMessage, GenerationRequest, Generator, SamplingParams
@@ -41,6 +43,7 @@ __all__ = [
     "ConfigError",
     "ConversationStore",
     "DatabaseUnavailable",
+    "DatasetError",
     "DialogueEngine",
     "EmptyMessageError",
     "GenerationError",
@@ -59,6 +62,7 @@ __all__ = [
     "PersonaRegistry",
     "Reply",
     "SamplingParams",
+    "TrainingError",
     "UnknownPersonaError",
     "__version__",
     "load_config",

@@ -20,7 +20,9 @@ what to do.
     ├── InputError                   a user's message cannot be used
     │   ├── EmptyMessageError        nothing left after cleaning
     │   └── MessageTooLongError      over the configured size limit
-    └── AdapterLoadError             a channel adapter failed to import or configure
+    ├── AdapterLoadError             a channel adapter failed to import or configure
+    └── TrainingError                fine-tuning or evaluation cannot run
+        └── DatasetError             a training or evaluation file is malformed or empty
 """
 
 from __future__ import annotations
@@ -100,3 +102,12 @@ class AdapterLoadError(BotkitError):
         super().__init__(f"channel adapter {name!r} could not be loaded: {cause}")
         self.name = name
         self.cause = cause
+
+
+class TrainingError(BotkitError):
+    """``botkit train`` or ``botkit eval`` cannot run (resources, checkpoints, settings)."""
+
+
+class DatasetError(TrainingError):
+    """A training or evaluation file is malformed or empty; the message names file and line."""
+

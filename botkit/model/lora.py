@@ -144,7 +144,9 @@ class AdapterSet:
             if self._peft is None:
                 self._wrap(name, info.path)
             else:
-                self._peft.load_adapter(str(info.path), adapter_name=name, is_trainable=False)
+                self._peft.load_adapter(
+                    str(info.path), adapter_name=_peft_name(name), is_trainable=False
+                )
         except AdapterError:
             raise
         except Exception as exc:  # peft and torch raise many types; all mean "not loadable"
@@ -166,7 +168,7 @@ class AdapterSet:
                 # peft warns when the deleted adapter was the active one; use() picks
                 # the adapter for every request anyway.
                 warnings.filterwarnings("ignore", message=".*was active which is now deleted")
-                self._peft.delete_adapter(name)
+                self._peft.delete_adapter(_peft_name(name))
         logger.info("unloaded adapter %r", name)
 
     @contextlib.contextmanager
@@ -181,7 +183,7 @@ class AdapterSet:
                 yield self._peft
         else:
             self._known(name)
-            self._peft.set_adapter(name)
+            self._peft.set_adapter(_peft_name(name))
             yield self._peft
 
     # -- internals -----------------------------------------------------------------
@@ -197,7 +199,7 @@ class AdapterSet:
 
         try:
             self._peft = PeftModel.from_pretrained(
-                self._base, str(path), adapter_name=name, is_trainable=False
+                self._base, str(path), adapter_name=_peft_name(name), is_trainable=False
             )
         except Exception:
             # from_pretrained injects LoRA layers into the base model before loading the
@@ -233,6 +235,16 @@ class AdapterSet:
                     f"{list(actual)} but {module_path} maps {in_features} -> {out_features} "
                     "features; it was made for another model"
                 )
+
+
+def _peft_name(name: str) -> str:
+    """The name peft keeps an adapter under.
+
+    peft stores adapters in ``torch.nn.ModuleDict``s, which refuse keys that are
+    attributes of a module (``eval``, ``train``, ``forward``...); a prefix keeps every
+    persona name usable.
+    """
+    return f"botkit_{name}"
 
 
 def _lora_dims(module: Any) -> tuple[int, int] | None:

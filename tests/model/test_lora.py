@@ -89,6 +89,26 @@ def test_adapter_changes_logits_and_none_gives_back_the_base_exactly(
     assert torch.equal(restored, base_logits)
 
 
+def test_adapter_names_that_are_module_attributes_work(
+    base: LoadedModel, adapter_dirs: dict[str, Path], prompt_ids: torch.Tensor
+) -> None:
+    # Persona names become adapter names; peft's ModuleDicts refuse "eval", "train"...
+    adapters = AdapterSet(base.model)
+    adapters.load("eval", adapter_dirs["alpha"])
+    adapters.load("train", adapter_dirs["beta"])
+
+    with adapters.use("eval") as model:
+        first = logits_of(model, prompt_ids)
+    with adapters.use("train") as model:
+        second = logits_of(model, prompt_ids)
+
+    assert adapters.names == ("eval", "train")
+    assert not torch.allclose(first, second, atol=1e-3)
+    adapters.unload("eval")
+    adapters.unload("train")
+    assert adapters.names == ()
+
+
 def test_several_adapters_live_side_by_side_and_unload(
     base: LoadedModel, adapter_dirs: dict[str, Path], prompt_ids: torch.Tensor
 ) -> None:
