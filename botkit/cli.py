@@ -166,10 +166,47 @@ async def _memory_run(config: Any, command: str, channel: str, external_id: str)
 
 def _adapters_list(args: argparse.Namespace) -> int:
     from botkit.adapters import available_adapters
+    from botkit.training.cli import print_lora_adapters
 
+    print_lora_adapters(_config(args), [Path(d) for d in args.dir])
+    print()
+    print("channel adapters:")
     for name, entry in sorted(available_adapters().items()):
-        print(f"{name:<12} {entry.value}")
+        print(f"  {name:<12} {entry.value}")
     return 0
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace) -> int:
+    from botkit.training.cli import run_train
+
+    return run_train(args, _config(args))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from botkit.training.cli import run_eval
+
+    return run_eval(args, _config(args))
+
+
+def _data_export(args: argparse.Namespace) -> int:
+    from botkit.training.cli import run_data_export
+
+    return run_data_export(args, _config(args))
+
+
+def _lora_merge(args: argparse.Namespace) -> int:
+    from botkit.training.cli import run_merge
+
+    return run_merge(args, _config(args))
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from botkit.bench.train import run
+
+    return run(args)
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
@@ -250,11 +287,39 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--user", required=True, metavar="CHANNEL:ID")
     forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    adapters = commands.add_parser("adapters", help="channel adapters",
-                                   description="installed channel adapters")
+    adapters = commands.add_parser("adapters", help="LoRA adapters and channel adapters",
+                                   description="LoRA adapters (the model's fine-tunings) and "
+                                   "channel adapters (Telegram, Discord, ...)")
     adapter_commands = adapters.add_subparsers(dest="adapters_command", metavar="COMMAND",
                                                required=True)
-    add(adapter_commands, "list", "list the installed channel adapters", _adapters_list)
+    alist = with_config(add(adapter_commands, "list",
+                            "list the LoRA adapters (personas' and under data/adapters) and "
+                            "the installed channel adapters", _adapters_list))
+    alist.add_argument("--dir", action="append", default=[], metavar="DIR",
+                       help="also look for LoRA adapters under DIR (repeatable)")
+    merge = with_config(add(adapter_commands, "merge",
+                            "merge a LoRA adapter into its base model, written as a full model "
+                            "directory that any transformers tool loads", _lora_merge))
+    merge.add_argument("adapter", metavar="ADAPTER_DIR", help="the adapter directory")
+    merge.add_argument("--output", "-o", required=True, metavar="DIR",
+                       help="where to write the merged model (must not exist)")
+    merge.add_argument("--base", metavar="SOURCE",
+                       help="base model (default: the manifest's base_source, else [model] source)")
+
+    from botkit.training.cli import add_data_arguments, add_eval_arguments, add_train_arguments
+
+    add_train_arguments(with_config(add(
+        commands, "train", "fine-tune a LoRA adapter on chat dialogues (JSONL)", _train)))
+    add_eval_arguments(with_config(add(
+        commands, "eval", "ask a persona a question file and report its accuracy, "
+        "base model vs adapter", _eval)))
+    data = commands.add_parser("data", help="training data from the conversation memory",
+                               description="training data")
+    data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    add_data_arguments(with_config(add(
+        data_commands, "export", "export dialogues for training as JSONL: conversations with "
+        "positive feedback (and, optionally, human agents' replies); opted-out users are "
+        "never exported", _data_export)))
 
     from botkit.bench.serve import add_arguments as add_serve_arguments  # stdlib only
 
@@ -263,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(add(bench_commands, "serve",
                             "serving throughput and latency, botkit vs transformers",
                             _bench_serve))
+    from botkit.bench.train import add_arguments as add_train_bench_arguments  # stdlib only
+
+    add_train_bench_arguments(add(bench_commands, "train",
+                                  "training throughput, botkit's loop vs a plain padded loop",
+                                  _bench_train))
     return parser
 
 
@@ -275,6 +345,8 @@ def _setup_logging(debug: bool) -> None:
         # transformers and friends are chatty at start-up; their warnings are not the user's.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # A bar per weight file on every start is noise; botkit says what it loads.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

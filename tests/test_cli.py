@@ -120,8 +120,15 @@ HELP_CASES = {
     ("memory",): "what botkit remembers about a user",
     ("memory", "export"): "print everything stored about a user as JSON",
     ("memory", "forget"): "delete everything stored about a user, in every table",
-    ("adapters",): "installed channel adapters",
-    ("adapters", "list"): "list the installed channel adapters",
+    ("adapters",): "LoRA adapters (the model's fine-tunings) and channel adapters",
+    ("adapters", "list"): "list the LoRA adapters (personas' and under data/adapters) and the "
+    "installed channel adapters",
+    ("adapters", "merge"): "merge a LoRA adapter into its base model",
+    ("bench", "train"): "training throughput, botkit's loop vs a plain padded loop",
+    ("train",): "fine-tune a LoRA adapter on chat dialogues (JSONL)",
+    ("eval",): "ask a persona a question file and report its accuracy, base model vs adapter",
+    ("data",): "training data",
+    ("data", "export"): "export dialogues for training as JSONL",
 }
 
 
