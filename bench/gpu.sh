@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, for a lent CUDA machine (see BENCHMARKS.md, "GPU checks").
 #
-# Runs the GPU tests and `botkit bench serve` in bf16 at 64 users and at 256 users with
-# 256 requests, in under five minutes, and writes logs and JSON to $OUT (default
+# Runs the GPU tests, `botkit bench serve` in bf16 at 64 users and at 256 users with
+# 256 requests, and `botkit bench train --quick`, in under five minutes, and writes logs and JSON to $OUT (default
 # /tmp/botkit-gpu-out). Installs nothing: it expects the .venv that `make install` builds (with a
 # CUDA build of torch). The embedded model is converted into data/models on the first
 # load (~20 s) and loaded from there afterwards.
@@ -43,6 +43,10 @@ step serve-u64 110 "$BIN/botkit" bench serve --device cuda --dtype bfloat16 \
 step serve-u256 125 "$BIN/botkit" bench serve --device cuda --dtype bfloat16 \
     --users 256 --requests 256 --repeat 2 --sequential-requests 16 \
     --skip prefix,adapters,fp32_check --json "$OUT/serve-u256.json"
+
+# Training: botkit's loop vs a plain padded loop, in bf16 on the GPU.
+step train 60 "$BIN/botkit" bench train --device cuda --dtype bfloat16 --quick \
+    --json "$OUT/train.json"
 
 echo "== done in $((SECONDS - started))s, status $status; results in $OUT"
 exit "$status"

@@ -144,6 +144,9 @@ def add_eval_arguments(sub: argparse.ArgumentParser) -> None:
                      help="reply length limit per question (96)")
     sub.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
     sub.add_argument("--show", action="store_true", help="print every question and reply")
+    sub.add_argument("--record", action="store_true",
+                     help="store the accuracy in the adapter's manifest (shown by "
+                          "botkit adapters list)")
 
 
 def run_eval(args: argparse.Namespace, config: Any) -> int:
@@ -161,6 +164,7 @@ def run_eval(args: argparse.Namespace, config: Any) -> int:
         max_new_tokens=args.max_new_tokens,
         json_out=Path(args.json) if args.json else None,
         show=args.show,
+        record=args.record,
     )
     evaluate(job, config, say=lambda line: print(line, flush=True))
     return 0

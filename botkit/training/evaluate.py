@@ -14,6 +14,7 @@ are measured too, with and without the adapter.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import re
@@ -54,6 +55,8 @@ class EvalJob:
     max_new_tokens: int = 96
     json_out: Path | None = None
     show: bool = False
+    record: bool = False
+    """Store the accuracy in the adapter's manifest (``botkit adapters list`` shows it)."""
 
 
 def read_questions(path: str | Path) -> list[Question]:
@@ -164,7 +167,7 @@ def evaluate(job: EvalJob, config: Any, *, say: Callable[[str], None] = print) -
         job.json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                                 encoding="utf-8")
         say(f"wrote {job.json_out}")
-    if questions and adapter_path is not None and job.system_prompt_file is None:
+    if job.record and questions and adapter_path is not None:
         _record_in_manifest(Path(adapter_path), job.questions, report)
     return report
 
@@ -176,7 +179,12 @@ async def _answers(
     from botkit.app import load_generator
 
     say(f"loading {config.model.source}...")
-    generator = await load_generator(config)
+    # Every question is queued at once: the last one waits for all the others, which the
+    # serving timeout (meant for one user's reply) must not count against it.
+    model = dataclasses.replace(
+        config.model, generation_timeout_s=max(config.model.generation_timeout_s, 3600.0)
+    )
+    generator = await load_generator(dataclasses.replace(config, model=model))
     try:
         if adapter_path is not None:
             await asyncio.to_thread(generator.load_adapter, _LOADED_AS, str(adapter_path))

@@ -32,7 +32,13 @@ from botkit.training.artifacts import (
     save_checkpoint,
     write_json_atomic,
 )
-from botkit.training.data import DatasetReport, Example, build_examples, split_examples
+from botkit.training.data import (
+    DatasetReport,
+    Example,
+    build_examples,
+    read_dialogues,
+    split_examples,
+)
 from botkit.training.trainer import EpochResult, RunState, Trainer, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -86,6 +92,10 @@ def train(job: TrainJob, *, say: Callable[[str], None] = print) -> TrainOutcome:
     if job.save_dtype not in ("float32", "bfloat16"):
         raise TrainingError(f"--save-dtype must be float32 or bfloat16, not {job.save_dtype!r}")
     started = time.perf_counter()
+    # A malformed data file fails before the model spends seconds loading.
+    read_dialogues(job.data)
+    if job.valid is not None:
+        read_dialogues(job.valid)
     _check_output(job)
 
     import warnings

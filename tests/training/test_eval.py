@@ -97,7 +97,9 @@ def test_evaluate_scores_adapter_and_base_and_records_the_score(
     questions = write_jsonl(tmp_path / "q.jsonl", QUESTIONS)
     lines: list[str] = []
 
-    report = evaluate(EvalJob(persona="pine", questions=questions), config, say=lines.append)
+    report = evaluate(
+        EvalJob(persona="pine", questions=questions, record=True), config, say=lines.append
+    )
 
     assert list(generator.adapters.values()) == [str(adapter)]
     assert generator.closed
@@ -154,6 +156,9 @@ def test_evaluate_on_the_tiny_model_reports_what_the_replies_show(
     assert any(row["replies"]["adapter"] != row["replies"]["base"] for row in report["results"])
     assert json.loads(json_out.read_text(encoding="utf-8")) == report
     assert lines[-1] == f"wrote {json_out}"
+    # Without --record the adapter directory is left as it was.
+    manifest = json.loads((adapter / "botkit_manifest.json").read_text(encoding="utf-8"))
+    assert "eval" not in manifest
 
 
 def test_base_only_asks_the_base_model_alone(tmp_path: Path, eval_config: Any) -> None:

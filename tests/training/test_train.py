@@ -306,3 +306,22 @@ PERSONA_PROMPT_LONG = (
     "You are Pine, the Harbor & Pine virtual assistant. Please contact support if the "
     "problem persists."
 )
+
+
+@pytest.mark.gpu
+def test_training_runs_on_cuda_in_bf16(
+    llama_dir: Path, support_data: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    job = make_job(llama_dir, support_data, tmp_path / "out", model_cache,
+                   settings=settings(epochs=2))
+    job.device = "cuda"
+
+    outcome = train(job, say=lines.append)
+
+    assert outcome.manifest["device"].startswith("cuda")
+    assert outcome.manifest["dtype"] == "bfloat16"
+    losses = [float(m[3]) for m in epoch_lines(lines)]
+    assert len(losses) == 2
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0]
