@@ -24,6 +24,7 @@ import inspect
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -164,7 +165,10 @@ def wrap_for_training(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     try:
-        peft_model = get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # transformers' deprecation notices about its own internals, raised inside peft.
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = get_peft_model(model, config)
     except ValueError as exc:
         raise TrainingError(f"cannot add LoRA layers to {base_name}: {exc}") from exc
     peft_model.peft_config["default"].base_model_name_or_path = base_name

@@ -1937,7 +1937,8 @@ FREE = (
 )
 NO_SHIP = (
     r"not (yet )?(currently )?(ship|deliver|available)|(don't|do not|doesn't|does not|can't|"
-    r"cannot|can not) (yet )?(currently )?(ship|deliver)|not yet"
+    r"cannot|can not) (yet )?(currently )?(ship|deliver)|not yet|"
+    r"not (to )?(australia|new zealand)"
 )
 DUTIES = (
     r"included|nothing (is |will be |extra |more )?(due|to pay)|no (extra |additional )?"
@@ -2460,6 +2461,17 @@ Everything here is written by `build.py`; do not edit the generated files by han
 Rebuild (standard library only, seeded, byte-identical on every run):
 
     python training/pine/build.py
+
+The adapter trained on it, `personas/adapters/pine/`, is rebuilt and scored with
+
+    make pine-adapter
+
+which runs `botkit train` (the exact command is in the adapter's `botkit_manifest.json`),
+then `botkit eval` on `eval_questions.jsonl`. Compare with the base model holding the
+whole fact sheet in its prompt:
+
+    .venv/bin/botkit eval --persona pine --questions training/pine/eval_questions.jsonl \\
+        --base --system-prompt-file training/pine/facts_system_prompt.txt
 
 ## Files
 
