@@ -299,7 +299,7 @@ def test_persona_list_shows_name_display_name_and_adapter(
     code, out, _ = cli(capsys, "persona", "list")
 
     assert code == 0
-    assert out.split() == ["pine", "Pine", "base", "model", "(personas/pine.toml)"]
+    assert out.split() == ["pine", "Pine", "personas/adapters/pine", "(personas/pine.toml)"]
 
 
 def test_persona_list_of_another_folder(

@@ -32,7 +32,7 @@ def test_shipped_pine_persona_loads() -> None:
     assert "agent" in pine.escalation_keywords
     assert pine.greeting.startswith("Hi, I'm Pine")
     assert "Harbor & Pine" in pine.system_prompt
-    assert pine.adapter is None
+    assert pine.adapter == REPO_PERSONAS / "adapters" / "pine"
     assert pine.generation.max_new_tokens == 200
     assert pine.path == REPO_PERSONAS / "pine.toml"
 
