@@ -98,18 +98,17 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_dialogues(path: str | Path) -> list[Dialogue]:
-    """Every dialogue in a JSONL file; a malformed line fails with its line number."""
+def read_jsonl(path: str | Path, what: str) -> Iterator[tuple[str, Any]]:
+    """``(file:line, record)`` for every non-blank line; bad JSON fails with its line."""
     file = Path(path).expanduser()
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DatasetError(f"data file not found: {file}") from None
+        raise DatasetError(f"{what} not found: {file}") from None
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{file} is not UTF-8 text: {exc}") from exc
     except OSError as exc:
         raise DatasetError(f"cannot read {file}: {exc}") from exc
-    dialogues = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -120,7 +119,16 @@ def read_dialogues(path: str | Path) -> list[Dialogue]:
             raise DatasetError(
                 f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
             ) from None
-        dialogues.append(Dialogue(turns=_parse_record(record, where), source=where))
+        yield where, record
+
+
+def read_dialogues(path: str | Path) -> list[Dialogue]:
+    """Every dialogue in a JSONL file; a malformed line fails with its line number."""
+    file = Path(path).expanduser()
+    dialogues = [
+        Dialogue(turns=_parse_record(record, where), source=where)
+        for where, record in read_jsonl(file, "data file")
+    ]
     if not dialogues:
         raise DatasetError(f"{file} holds no dialogues (the file is empty)")
     return dialogues

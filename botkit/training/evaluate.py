@@ -26,6 +26,7 @@ from typing import Any
 
 from botkit.errors import DatasetError, TrainingError
 from botkit.generation import ChatMessage, GenerationRequest, SamplingParams
+from botkit.training.data import read_jsonl
 
 ADAPTER, BASE = "adapter", "base"
 _LOADED_AS = "candidate"
@@ -62,23 +63,8 @@ class EvalJob:
 def read_questions(path: str | Path) -> list[Question]:
     """The questions of a JSONL file; a malformed line or regex fails with its line number."""
     file = Path(path).expanduser()
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"questions file not found: {file}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read {file}: {exc}") from exc
     questions = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{file}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(
-                f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
-            ) from None
+    for where, record in read_jsonl(file, "questions file"):
         if not isinstance(record, dict):
             raise DatasetError(f"{where}: expected an object with \"question\" and \"expect\"")
         question, expect = record.get("question"), record.get("expect")
