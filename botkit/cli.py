@@ -54,6 +54,64 @@ async def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- serve ----------------------------------------------------------------------------
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from botkit.app import load_personas, open_engine
+    from botkit.server.run import ServerRunner, bind_socket, describe_start
+
+    config = _config(args)
+    _json_logs(config)
+    turns = logging.getLogger("botkit.turns")  # one line per turn, text only at DEBUG
+    if turns.getEffectiveLevel() > logging.INFO:
+        turns.setLevel(logging.INFO)
+    load_personas(config)  # a broken persona file fails before the model loads
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    try:
+        sock = bind_socket(host, port)  # fail fast, before minutes of model loading
+    except OSError as exc:
+        raise BotkitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    print("Loading the model...", file=sys.stderr, flush=True)
+    async with open_engine(config) as engine:
+        runner = ServerRunner(engine, config, sock=sock)
+        announce = asyncio.create_task(asyncio.to_thread(runner.ready.wait, 600))
+        announce.add_done_callback(
+            lambda task: print(describe_start(runner), flush=True) if task.result() else None
+        )
+        try:
+            await runner.serve(handle_signals=True)
+        finally:
+            runner.ready.set()  # releases the waiting thread if the server never started
+    print("botkit stopped", file=sys.stderr)
+    return 0
+
+
+def _json_logs(config: Any) -> None:
+    """``[logging] format = "json"``: one JSON object per log line, for log collectors."""
+    if config.logging.format != "json":
+        return
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            entry: dict[str, Any] = {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                "level": record.levelname, "logger": record.name,
+            }
+            turn = getattr(record, "turn", None)
+            if isinstance(turn, dict):
+                entry.update(turn)
+            else:
+                entry["message"] = record.getMessage()
+            if record.exc_info:
+                entry["exception"] = self.formatException(record.exc_info)
+            return json.dumps(entry, ensure_ascii=False)
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(JsonFormatter())
+
+
 # --- config and personas ----------------------------------------------------------------
 
 
@@ -245,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--resume", action="store_true", help="continue the last conversation instead of a new one"
     )
+
+    serve = with_config(add(
+        commands, "serve", "serve the web widget, the OpenAI-compatible API, health and "
+        "metrics over HTTP, with every adapter of [server] adapters", _serve))
+    serve.add_argument("--host", help="address to listen on (default: [server] host, "
+                       "127.0.0.1); beyond loopback the API needs BOTKIT_API_KEYS")
+    serve.add_argument("--port", type=int, help="port (default: [server] port, 8000)")
 
     config = commands.add_parser("config", help="check a config file", description="config files")
     config_commands = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)

@@ -28,8 +28,10 @@ SECRET_ENV = {
     "database_password": "BOTKIT_DATABASE_PASSWORD",
     "telegram_token": "BOTKIT_TELEGRAM_TOKEN",
     "discord_token": "BOTKIT_DISCORD_TOKEN",
+    "api_keys": "BOTKIT_API_KEYS",
+    "widget_secret": "BOTKIT_WIDGET_SECRET",
 }
-SECRET_KEYS = frozenset({"password", "token", "secret", "api_key", *SECRET_ENV})
+SECRET_KEYS = frozenset({"password", "token", "secret", "api_key", "api_keys", *SECRET_ENV})
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,32 @@ class BotConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    """Address ``botkit serve`` binds to. Anything but loopback requires API keys
+    (BOTKIT_API_KEYS) for the OpenAI-compatible API."""
+    port: int = 8000
+    adapters: tuple[str, ...] = ("web",)
+    """Channel adapters ``botkit serve`` starts, each with its ``[adapters.<name>]`` table."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (``https://shop.example``) whose pages may call the server from a browser
+    (CORS and the WebSocket ``Origin`` check). Empty: only pages served by botkit itself;
+    ``["*"]``: any page."""
+    max_body_bytes: int = 65536
+    """Largest request body accepted; bigger ones get HTTP 413."""
+    shutdown_grace_s: float = 30.0
+    """On SIGINT/SIGTERM, how long replies being generated may take to finish before they
+    are cancelled (a cancelled reply is not stored)."""
+    access_log: bool = False
+    """Log every HTTP request (uvicorn's access log)."""
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "WARNING"
     """Python logging level for botkit's own loggers."""
+    format: str = "text"
+    """``text`` for people, ``json`` for one JSON object per line (log collectors)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +136,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     adapters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """One table per channel adapter (``[adapters.telegram]``...), validated by the adapter."""
     source: str = "<defaults>"
@@ -136,11 +162,18 @@ _SECTIONS: dict[str, type] = {
     "runtime": RuntimeConfig,
     "memory": MemoryConfig,
     "logging": LoggingConfig,
+    "server": ServerConfig,
 }
 
 
 def _coerce(value: Any, annotation: Any, where: str, *, from_env: bool) -> Any:
     """Check one value against its field type; environment strings are converted first."""
+    if annotation == "tuple[str, ...]":
+        if from_env:
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
     target = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
     if from_env and target is not str:
         text = value.strip()
@@ -300,6 +333,20 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{where}: [bot] max_message_chars must be at least 1")
     if config.model.generation_timeout_s <= 0:
         raise ConfigError(f"{where}: [model] generation_timeout_s must be positive")
+    if not 0 < config.server.port < 65536:
+        raise ConfigError(f"{where}: [server] port must be between 1 and 65535")
+    if config.server.max_body_bytes < 1024:
+        raise ConfigError(f"{where}: [server] max_body_bytes must be at least 1024")
+    if config.server.shutdown_grace_s < 0:
+        raise ConfigError(f"{where}: [server] shutdown_grace_s must be 0 or more")
+    for origin in config.server.allowed_origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{where}: [server] allowed_origins: {origin!r} is not an origin "
+                "(expected e.g. https://shop.example, or \"*\")"
+            )
+    if config.logging.format not in {"text", "json"}:
+        raise ConfigError(f"{where}: [logging] format must be text or json")
     if config.model.context_window < 0:
         raise ConfigError(f"{where}: [model] context_window must be 0 or more")
 

@@ -10,7 +10,9 @@ platform SDK is imported here.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +27,8 @@ from botkit.memory import ConversationRecord, ConversationStore, MessageRecord
 from botkit.personas import Persona, PersonaRegistry
 
 log = logging.getLogger(__name__)
+#: One line per turn (conversation, persona, tokens, timings); message text only at DEBUG.
+turn_log = logging.getLogger("botkit.turns")
 
 # Roles stored in memory that the model sees as the assistant speaking.
 _ASSISTANT_ROLES = {"assistant", "agent"}
@@ -77,6 +81,14 @@ class Reply:
         self.conversation_id: int | None = None
         self.duplicate = False
         self.notice = False
+        self.persona: str | None = None
+        self.started = time.perf_counter()
+        self.first_token_s: float | None = None
+        """Seconds from ``respond()`` to the first piece of text."""
+        self.duration_s: float | None = None
+        """Seconds from ``respond()`` to the stored reply (None until it is complete)."""
+        self.prompt_tokens = 0
+        self.reply_tokens = 0
 
     def __aiter__(self) -> AsyncIterator[str]:
         assert self._pieces is not None, "a Reply comes from DialogueEngine.respond()"
@@ -196,6 +208,7 @@ class DialogueEngine:
         )
         persona = self.persona(conversation.persona)
         reply.conversation_id = conversation.id
+        reply.persona = persona.name
         stored = await self.store.add_message(
             conversation.id,
             role="user",
@@ -219,6 +232,7 @@ class DialogueEngine:
             log.debug(
                 "conversation %s: %d old turns left out", conversation.id, prompt.dropped_turns
             )
+        reply.prompt_tokens = prompt.prompt_tokens
         adapter = persona.name if persona.name in self._adapter_versions else None
         request = GenerationRequest(
             messages=prompt.messages,
@@ -241,9 +255,14 @@ class DialogueEngine:
                         f"the model produced nothing for {self.generation_timeout_s:g} s; "
                         "the reply was abandoned"
                     ) from None
+                if reply.first_token_s is None:
+                    reply.first_token_s = time.perf_counter() - reply.started
                 pieces.append(piece)
                 reply.text += piece
                 yield piece
+        except BaseException as exc:
+            _log_turn(reply, message, "cancelled" if _is_cancel(exc) else "error")
+            raise
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
@@ -258,6 +277,35 @@ class DialogueEngine:
             adapter_version=self._adapter_versions.get(persona.name),
         )
         reply.message_id = record.id if record else None
+        reply.reply_tokens = (record.token_count or 0) if record else 0
+        reply.duration_s = time.perf_counter() - reply.started
+        _log_turn(reply, message, "ok")
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    return isinstance(exc, asyncio.CancelledError | GeneratorExit)
+
+
+def _log_turn(reply: Reply, message: IncomingMessage, status: str) -> None:
+    """One structured line per turn; the text goes in only when DEBUG logging is on."""
+    if not turn_log.isEnabledFor(logging.INFO):
+        return
+    elapsed = time.perf_counter() - reply.started
+    fields: dict[str, object] = {
+        "event": "turn",
+        "status": status,
+        "channel": message.channel,
+        "conversation_id": reply.conversation_id,
+        "persona": reply.persona,
+        "prompt_tokens": reply.prompt_tokens,
+        "reply_tokens": reply.reply_tokens,
+        "ttft_ms": None if reply.first_token_s is None else round(reply.first_token_s * 1000, 1),
+        "reply_ms": round(elapsed * 1000, 1),
+    }
+    if turn_log.isEnabledFor(logging.DEBUG):
+        fields["user_text"] = message.text
+        fields["reply_text"] = reply.text
+    turn_log.info(json.dumps(fields, ensure_ascii=False), extra={"turn": fields})
 
 
 def _as_chat(message: MessageRecord) -> ChatMessage:

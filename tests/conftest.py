@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.live_server import LiveServer
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +29,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs CUDA (run bench/gpu.sh on a GPU machine)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def make_web_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """``make_web_server(**web_settings)``: start a server with those [adapters.web] keys
+    (``api_keys=(...)`` and ``server_settings={...}`` set the API keys and [server])."""
+    started: list[LiveServer] = []
+
+    def make(**settings: Any) -> LiveServer:
+        folder = tmp_path / f"server{len(started)}"
+        folder.mkdir()
+        server = LiveServer(folder, **settings)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def web_server(make_web_server: Callable[..., LiveServer]) -> LiveServer:
+    return make_web_server()

@@ -11,7 +11,7 @@ from botkit.config import Config, describe, load_config
 from botkit.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
-SECTIONS = ("bot", "model", "memory", "logging")
+SECTIONS = ("bot", "model", "memory", "logging", "server")
 
 
 def write(tmp_path: Path, text: str, name: str = "botkit.toml") -> Path:
@@ -308,3 +308,33 @@ def test_describe_lists_every_key_and_the_resolved_database() -> None:
             assert f"{section}.{field.name}" in rows
     assert rows["model.device"] == "'auto'"
     assert rows["memory (resolved)"] == "sqlite:////srv/botkit/botkit.db"
+
+
+def test_server_lists_come_from_toml_lists_or_comma_separated_environment(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, '[server]\nallowed_origins = ["https://shop.example"]\nport = 9000\n')
+
+    from_file = load_config(path, environ={})
+    from_env = load_config(path, environ={
+        "BOTKIT_SERVER__ALLOWED_ORIGINS": "https://a.example, https://b.example",
+        "BOTKIT_SERVER__ADAPTERS": "web,telegram",
+    })
+
+    assert from_file.server.allowed_origins == ("https://shop.example",)
+    assert from_file.server.port == 9000
+    assert from_env.server.allowed_origins == ("https://a.example", "https://b.example")
+    assert from_env.server.adapters == ("web", "telegram")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[server]\nport = 70000\n", "port"),
+    ("[server]\nmax_body_bytes = 10\n", "max_body_bytes"),
+    ('[server]\nallowed_origins = ["shop.example"]\n', "allowed_origins"),
+    ('[logging]\nformat = "xml"\n', "format"),
+])
+def test_bad_server_settings_are_refused_by_name(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), environ={})

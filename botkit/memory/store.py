@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -477,6 +477,57 @@ class ConversationStore:
                 session.add(feedback)
                 await session.flush()
                 return feedback.id
+
+    async def set_feedback(self, message_id: int, *, user_id: int, score: int) -> int:
+        """A user's one vote on a message: a second vote replaces the first."""
+        if score not in (1, -1):
+            raise ValueError(f"score must be +1 or -1, not {score!r}")
+        with self._errors():
+            async with self._transaction() as session:
+                if await session.get(Message, message_id) is None:
+                    raise MemoryStoreError(f"no message with id {message_id}")
+                await session.execute(
+                    delete(Feedback).where(
+                        Feedback.message_id == message_id, Feedback.user_id == user_id
+                    )
+                )
+                feedback = Feedback(message_id=message_id, user_id=user_id, score=score)
+                session.add(feedback)
+                await session.flush()
+                return feedback.id
+
+    async def feedback_scores(self, message_ids: Sequence[int]) -> dict[int, int]:
+        """The newest score given to each of ``message_ids`` (those without none are left out)."""
+        if not message_ids:
+            return {}
+        with self._errors():
+            async with self._transaction() as session:
+                rows = await session.execute(
+                    select(Feedback.message_id, Feedback.score)
+                    .where(Feedback.message_id.in_(list(message_ids)))
+                    .order_by(Feedback.id)
+                )
+                return {message_id: score for message_id, score in rows}
+
+    async def chat_message(
+        self, message_id: int, channel: str, chat_key: str
+    ) -> MessageRecord | None:
+        """Message ``message_id`` if it belongs to a conversation of that chat, else None.
+
+        What a channel uses to check that a client names only its own messages.
+        """
+        with self._errors():
+            async with self._transaction() as session:
+                row = await session.scalar(
+                    select(Message)
+                    .join(Conversation, Conversation.id == Message.conversation_id)
+                    .where(
+                        Message.id == message_id,
+                        Conversation.channel == channel,
+                        Conversation.chat_key == chat_key,
+                    )
+                )
+                return _message(row) if row is not None else None
 
     # -- training data -----------------------------------------------------------------
 

@@ -394,3 +394,27 @@ async def test_set_state_moves_a_conversation_between_owners(store: Conversation
         await store.set_state(conversation.id, "lost")
     with pytest.raises(MemoryStoreError, match="no conversation"):
         await store.set_state(999_999, "bot")
+
+
+async def test_a_users_second_vote_replaces_the_first_and_chat_message_checks_the_chat(
+    store: ConversationStore,
+) -> None:
+    ann = await store.upsert_user("web", "ann")
+    chat = await store.current_conversation("web", "chat-a", persona="pine", user_id=ann.id)
+    other = await store.current_conversation("web", "chat-b", persona="pine", user_id=ann.id)
+    reply = await store.add_message(chat.id, role="assistant", text="hello")
+    elsewhere = await store.add_message(other.id, role="assistant", text="hi")
+    assert reply is not None and elsewhere is not None
+
+    await store.set_feedback(reply.id, user_id=ann.id, score=1)
+    await store.set_feedback(reply.id, user_id=ann.id, score=-1)
+
+    assert await store.feedback_scores([reply.id, elsewhere.id]) == {reply.id: -1}
+    found = await store.chat_message(reply.id, "web", "chat-a")
+    assert found is not None and found.text == "hello"
+    assert await store.chat_message(reply.id, "web", "chat-b") is None
+    assert await store.chat_message(reply.id, "telegram", "chat-a") is None
+    with pytest.raises(MemoryStoreError):
+        await store.set_feedback(999_999, user_id=ann.id, score=1)
+    with pytest.raises(ValueError, match="score"):
+        await store.set_feedback(reply.id, user_id=ann.id, score=3)
