@@ -404,14 +404,16 @@ async def test_a_users_second_vote_replaces_the_first_and_chat_message_checks_th
     other = await store.current_conversation("web", "chat-b", persona="pine", user_id=ann.id)
     reply = await store.add_message(chat.id, role="assistant", text="hello")
     elsewhere = await store.add_message(other.id, role="assistant", text="hi")
-    assert reply is not None and elsewhere is not None
+    assert reply is not None
+    assert elsewhere is not None
 
     await store.set_feedback(reply.id, user_id=ann.id, score=1)
     await store.set_feedback(reply.id, user_id=ann.id, score=-1)
 
     assert await store.feedback_scores([reply.id, elsewhere.id]) == {reply.id: -1}
     found = await store.chat_message(reply.id, "web", "chat-a")
-    assert found is not None and found.text == "hello"
+    assert found is not None
+    assert found.text == "hello"
     assert await store.chat_message(reply.id, "web", "chat-b") is None
     assert await store.chat_message(reply.id, "telegram", "chat-a") is None
     with pytest.raises(MemoryStoreError):
