@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -101,10 +101,15 @@ class _Edge:
         async def answer(response: Response) -> None:
             await response(scope, receive, send_wrapper)
 
+        def refuse(status: int, code: str, message: str, **extra: Any) -> Response:
+            if channel == "openai":  # OpenAI's clients read type and param too
+                extra = {"type": "invalid_request_error", "param": None, **extra}
+            return json_error(status, code, message, **extra)
+
         try:
             if origin and path not in _PUBLIC_ASSETS:
                 if not self.server.origin_allowed(origin, scope):
-                    await answer(json_error(
+                    await answer(refuse(
                         403, "forbidden_origin",
                         f"pages from {origin} may not call this server; add the origin to "
                         "[server] allowed_origins",
@@ -126,7 +131,7 @@ class _Edge:
             length = headers.get(b"content-length", b"")
             limit = self.server.config.server.max_body_bytes
             if length.isdigit() and int(length) > limit:
-                await answer(json_error(
+                await answer(refuse(
                     413, "body_too_large", f"the request body is over the {limit:,}-byte limit",
                     limit=limit,
                 ))
@@ -170,8 +175,12 @@ async def _metrics(request: Request) -> Response:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    extra: dict[str, Any] = {}
+    if channel_of(request.url.path) == "openai":
+        extra = {"type": "invalid_request_error", "param": None}
     return json_error(
-        exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}) or None
+        exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}) or None,
+        **extra,
     )
 
 

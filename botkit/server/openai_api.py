@@ -343,6 +343,7 @@ class _Completion:
         self.pieces = server.engine.generator.stream(call.request)
         self.first: str | None = None
         self.outcome = "error"
+        self.cut_by_length = False
 
     async def _next(self) -> str:
         timeout = self.server.engine.generation_timeout_s
@@ -371,6 +372,12 @@ class _Completion:
                 yield out
             if self.cutter.stopped:
                 break
+            if self.completion_tokens >= self.call.max_tokens:
+                # The generator should have stopped; a piece-granular cap keeps any
+                # generator (or a scripted one) within the client's max_tokens.
+                self.cut_by_length = True
+                self.cutter.stopped = True
+                break
             try:
                 piece = await self._next()
             except StopAsyncIteration:
@@ -387,6 +394,8 @@ class _Completion:
 
     @property
     def finish_reason(self) -> str:
+        if self.cut_by_length:
+            return "length"
         if self.cutter.stopped:
             return "stop"
         return "length" if self.completion_tokens >= self.call.max_tokens else "stop"
