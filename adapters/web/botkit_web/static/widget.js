@@ -926,9 +926,11 @@
         }
         replyFinished(speakable(shell.content));
       } else if (ev.event === "error") {
+        var why = t(payload.code === "busy" ? "busy" : "replyFailed");
         finish();
-        showBubbleError(shell, t("replyFailed"));
-        replyFinished(t("replyFailed"));
+        if (text) shell.content.replaceChildren(renderMarkdown(text));
+        showBubbleError(shell, why);
+        replyFinished(why);
       }
     }
 
