@@ -27,11 +27,14 @@ ENV_PREFIX = "BOTKIT_"
 SECRET_ENV = {
     "database_password": "BOTKIT_DATABASE_PASSWORD",
     "telegram_token": "BOTKIT_TELEGRAM_TOKEN",
+    "telegram_webhook_secret": "BOTKIT_TELEGRAM_WEBHOOK_SECRET",
     "discord_token": "BOTKIT_DISCORD_TOKEN",
     "api_keys": "BOTKIT_API_KEYS",
     "widget_secret": "BOTKIT_WIDGET_SECRET",
 }
-SECRET_KEYS = frozenset({"password", "token", "secret", "api_key", "api_keys", *SECRET_ENV})
+SECRET_KEYS = frozenset({
+    "password", "token", "secret", "api_key", "api_keys", "webhook_secret", *SECRET_ENV
+})
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ class ServerConfig:
     (BOTKIT_API_KEYS) for the OpenAI-compatible API."""
     port: int = 8000
     adapters: tuple[str, ...] = ("web",)
-    """Channel adapters ``botkit serve`` starts, each with its ``[adapters.<name>]`` table."""
+    """Channel adapters ``botkit serve`` starts; an ``[adapters.<name>]`` table in the
+    config file also enables its adapter."""
     allowed_origins: tuple[str, ...] = ()
     """Origins (``https://shop.example``) whose pages may call the server from a browser
     (CORS and the WebSocket ``Origin`` check). Empty: only pages served by botkit itself;

@@ -63,6 +63,8 @@ def channel_of(path: str) -> str:
         return "openai"
     if path.startswith("/widget") or path == "/":
         return "web"
+    if path.startswith("/telegram/"):
+        return "telegram"
     if path.startswith("/webhooks/"):
         return path.split("/")[2] or "webhooks"
     if path in ("/healthz", "/readyz", "/metrics"):

@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def enabled_adapters(config: Config) -> list[str]:
+    """``[server] adapters``, plus every adapter with an ``[adapters.<name>]`` table
+    (the terminal chat excepted: it belongs to ``botkit chat``)."""
+    names = list(config.server.adapters)
+    names += [name for name in config.adapters if name not in names and name != "terminal"]
+    return names
+
+
 def api_keys_from(config: Config) -> tuple[str, ...]:
     raw = config.secret("api_keys") or ""
     return tuple(key.strip() for key in raw.split(",") if key.strip())
@@ -72,7 +80,7 @@ class ServerRunner:
         if adapters is None:
             adapters = [
                 create_adapter(name, engine, config.adapters.get(name))
-                for name in config.server.adapters
+                for name in enabled_adapters(config)
             ]
         self.adapters = list(adapters)
         self.api_keys = tuple(api_keys_from(config) if api_keys is None else api_keys)
