@@ -120,7 +120,7 @@ class ServerConfig:
     """Largest request body accepted; bigger ones get HTTP 413."""
     shutdown_grace_s: float = 30.0
     """On SIGINT/SIGTERM, how long replies being generated may take to finish before they
-    are cancelled (a cancelled reply is not stored)."""
+    are cancelled (stored as far as they were sent, flagged interrupted)."""
     access_log: bool = False
     """Log every HTTP request (uvicorn's access log)."""
 

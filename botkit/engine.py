@@ -2,9 +2,11 @@
 
 This is the path every channel shares (see DESIGN.md): clean and check the input,
 store the user's turn (once per platform message id), build the prompt within the
-token budget, stream the generator's reply, and store the reply only once it is
-complete. A crash or a cancelled reply leaves the user's turn and no half reply. No
-platform SDK is imported here.
+token budget, stream the generator's reply, and store the reply once it is complete.
+A failed reply leaves the user's turn and no half reply; a cancelled one (the server
+stopping, the user leaving) is stored as far as it was sent, flagged ``interrupted``,
+so the transcript shows what the user saw and training never uses it. No platform SDK
+is imported here.
 """
 
 from __future__ import annotations
@@ -147,6 +149,26 @@ class DialogueEngine:
                 self._adapter_versions[persona.name] = version
                 log.info("persona %s uses adapter %s (%s)", persona.name, persona.adapter, version)
 
+    async def _store_interrupted(
+        self, reply: Reply, conversation_id: int, persona: Persona, text: str
+    ) -> None:
+        """Keep what the user already saw of a reply that was cut off."""
+        try:
+            record = await asyncio.shield(self.store.add_message(
+                conversation_id,
+                role="assistant",
+                text=text,
+                token_count=self.generator.count_text(text),
+                persona=persona.name,
+                adapter_version=self._adapter_versions.get(persona.name),
+                interrupted=True,
+            ))
+        except (Exception, asyncio.CancelledError) as exc:
+            _shielded_store_error(exc)
+            return
+        reply.message_id = record.id if record else None
+        reply.reply_tokens = (record.token_count or 0) if record else 0
+
     def persona(self, name: str | None = None) -> Persona:
         return self.personas[name or self.default_persona]
 
@@ -261,12 +283,18 @@ class DialogueEngine:
                 reply.text += piece
                 yield piece
         except BaseException as exc:
-            _log_turn(reply, message, "cancelled" if _is_cancel(exc) else "error")
+            cancelled = _is_cancel(exc)
+            await stream.aclose()  # type: ignore[attr-defined]
+            if cancelled and pieces:
+                await self._store_interrupted(reply, conversation.id, persona, "".join(pieces))
+            _log_turn(reply, message, "cancelled" if cancelled else "error")
             raise
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
-        # Only a complete reply is stored; a cancelled or failed one leaves no trace.
+        # A complete reply is stored; a failed one leaves no trace, and one cut off
+        # (cancelled: the server stopping, the user resetting) is kept as far as it was
+        # sent, flagged ``interrupted`` (never used for training).
         text_out = "".join(pieces)
         record = await self.store.add_message(
             conversation.id,
@@ -280,6 +308,10 @@ class DialogueEngine:
         reply.reply_tokens = (record.token_count or 0) if record else 0
         reply.duration_s = time.perf_counter() - reply.started
         _log_turn(reply, message, "ok")
+
+
+def _shielded_store_error(exc: BaseException) -> None:
+    log.warning("could not store an interrupted reply: %s", exc)
 
 
 def _is_cancel(exc: BaseException) -> bool:

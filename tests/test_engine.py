@@ -78,7 +78,7 @@ async def test_repeated_platform_message_id_is_answered_once(
     assert len(await roles_and_texts(botkit_engine)) == 2
 
 
-async def test_cancelled_reply_keeps_user_turn_and_stores_no_half_reply(
+async def test_a_cancelled_reply_is_stored_as_far_as_it_was_sent_and_flagged_interrupted(
     botkit_engine: DialogueEngine, scripted_generator: ScriptedGenerator
 ):
     scripted_generator.replies.append("one two three four five six seven eight")
@@ -86,7 +86,59 @@ async def test_cancelled_reply_keeps_user_turn_and_stores_no_half_reply(
         async for _piece in reply:
             break  # the user left after the first piece
 
+    stored = await botkit_engine.transcript("test", "chat-1")
     assert scripted_generator.cancelled == 1
+    assert [(m.role, m.text, m.interrupted) for m in stored] == [
+        ("user", "tell me a story", False), ("assistant", "one ", True),
+    ]
+    assert reply.message_id == stored[1].id
+    dialogues = await botkit_engine.store.training_conversations(feedback=False)
+    assert dialogues == []  # an interrupted reply is never training data
+
+
+async def test_a_task_cancelled_mid_reply_stores_the_partial_reply_interrupted(
+    botkit_engine: DialogueEngine, scripted_generator: ScriptedGenerator
+):
+    scripted_generator.replies.append("one two three four five six seven eight")
+    scripted_generator.delay_s = 0.05
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async with botkit_engine.respond(msg("tell me a story")) as reply:
+            async for piece in reply:
+                seen.append(piece)
+
+    task = asyncio.create_task(consume())
+    for _ in range(100):
+        if len(seen) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    stored = await botkit_engine.transcript("test", "chat-1")
+    assert stored[-1].interrupted
+    assert stored[-1].text == "".join(seen)
+
+
+async def test_a_reply_cancelled_before_its_first_piece_stores_no_bot_turn(
+    botkit_engine: DialogueEngine, scripted_generator: ScriptedGenerator
+):
+    scripted_generator.stall_after = 0  # the model never produces anything
+
+    async def consume() -> None:
+        await botkit_engine.respond(msg("tell me a story")).collect()
+
+    task = asyncio.create_task(consume())
+    for _ in range(100):
+        if scripted_generator.requests:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
     assert await roles_and_texts(botkit_engine) == [("user", "tell me a story")]
 
 

@@ -153,6 +153,9 @@ class Message(Base):
     # after /reset is still recognised.
     dedupe_key: Mapped[str | None] = mapped_column(String(640), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A bot reply cut off (the server stopped mid-reply): stored as far as the user saw it,
+    # never used for training.
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Feedback(Base):

@@ -83,6 +83,8 @@ class MessageRecord:
     adapter_version: str | None
     platform_message_id: str | None
     created_at: datetime
+    interrupted: bool = False
+    """A bot reply cut off when the server stopped: the text is what was sent so far."""
 
 
 @dataclass(frozen=True)
@@ -398,6 +400,7 @@ class ConversationStore:
         persona: str | None = None,
         adapter_version: str | None = None,
         platform_message_id: str | None = None,
+        interrupted: bool = False,
     ) -> MessageRecord | None:
         """Store one turn; None (and nothing stored) when this platform message was seen.
 
@@ -427,6 +430,7 @@ class ConversationStore:
                         adapter_version=adapter_version,
                         platform_message_id=platform_message_id,
                         dedupe_key=key,
+                        interrupted=interrupted,
                     )
                     session.add(message)
                     conversation.updated_at = utcnow()

@@ -186,6 +186,7 @@ async def select_training_dialogues(
                 Message.role,
                 Message.text,
                 func.coalesce(author.opted_out, false()),
+                Message.interrupted,
             )
             .outerjoin(author, author.id == Message.user_id)
             .where(Message.conversation_id.in_(candidate_ids))
@@ -208,14 +209,15 @@ async def select_training_dialogues(
 
     scores = {message_id: (low, high, kept) for message_id, low, high, kept in ratings}
     turns: dict[int, list[_Turn]] = {}
-    for conversation_id, message_id, role, body, by_opted_out in messages:
+    for conversation_id, message_id, role, body, by_opted_out, interrupted in messages:
         low, high, kept = scores.get(message_id, (None, None, None))
         turns.setdefault(conversation_id, []).append(
             _Turn(
                 role=role,
                 text=body,
                 by_opted_out=bool(by_opted_out),
-                rated_down=low == -1,
+                # An interrupted reply ends a dialogue like a reply rated down.
+                rated_down=low == -1 or bool(interrupted),
                 rated_up=kept == 1,
                 rated_up_by_anyone=high == 1,
             )

@@ -2,8 +2,8 @@
 
 On SIGINT or SIGTERM the server stops accepting connections, lets the replies in
 progress finish (up to ``[server] shutdown_grace_s``), then cancels what is left: a
-cancelled reply stores nothing, so memory never holds a half-written answer. A second
-Ctrl+C stops at once.
+cancelled reply is stored as far as it was sent, flagged ``interrupted`` (shown as such,
+never used for training). A second Ctrl+C stops at once.
 """
 
 from __future__ import annotations

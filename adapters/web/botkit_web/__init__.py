@@ -247,8 +247,7 @@ class WebAdapter(Adapter):
     async def stop(self, grace_s: float = 30.0) -> None:
         """Refuse new messages, let replies in progress finish for ``grace_s``, then cancel.
 
-        A cancelled reply stores nothing (the user's message stays), so nothing
-        half-written is ever in memory.
+        A cancelled reply is stored as far as it was sent, flagged ``interrupted``.
         """
         self._accepting = False
         running = [t.task for t in self._turns.values() if t.task and not t.task.done()]
@@ -383,6 +382,7 @@ class WebAdapter(Adapter):
                     "text": r.text,
                     "created_at": r.created_at.isoformat(),
                     "feedback": scores.get(r.id),
+                    "interrupted": r.interrupted,
                 }
                 for r in records
                 if r.role in ("user", "assistant", "agent")

@@ -423,3 +423,24 @@ def test_a_graceful_stop_lets_a_streaming_reply_finish(make_web_server: Any) -> 
     with sqlite3.connect(server.db_url.removeprefix("sqlite:///")) as db:
         stored = db.execute("SELECT role, text FROM messages ORDER BY id").fetchall()
     assert stored == [("user", "hi"), ("assistant", "this reply keeps going for a little while")]
+
+
+def test_a_reply_still_running_when_the_grace_period_ends_is_stored_as_interrupted(
+    make_web_server: Any,
+) -> None:
+    server = make_web_server(server_settings={"shutdown_grace_s": 0.0})
+    server.generator.replies.append("a very long reply " * 50)
+    server.generator.delay_s = 0.05
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        headers = _session(client)
+        turn_id = _send(client, headers, "hi", "m1")
+        first = _stream(client, turn_id, headers, stop_after=3)
+    server.stop()
+
+    with sqlite3.connect(server.db_url.removeprefix("sqlite:///")) as db:
+        stored = db.execute("SELECT role, text, interrupted FROM messages ORDER BY id").fetchall()
+    assert stored[0] == ("user", "hi", 0)
+    role, text, interrupted = stored[1]
+    assert (role, interrupted) == ("assistant", 1)
+    assert text.startswith("".join(e[2]["text"] for e in first))
+    assert len(stored) == 2
