@@ -267,6 +267,12 @@ def _bench_train(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _bench_web(args: argparse.Namespace) -> int:
+    from botkit.bench.web import run
+
+    return run(args)
+
+
 def _bench_serve(args: argparse.Namespace) -> int:
     from botkit.bench.serve import run
 
@@ -393,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(add(bench_commands, "serve",
                             "serving throughput and latency, botkit vs transformers",
                             _bench_serve))
+    from botkit.bench.web import add_arguments as add_web_bench_arguments  # stdlib only
+
+    add_web_bench_arguments(add(bench_commands, "web",
+                                "the web widget under load: N concurrent users over HTTP and "
+                                "SSE vs the engine called directly", _bench_web))
     from botkit.bench.train import add_arguments as add_train_bench_arguments  # stdlib only
 
     add_train_bench_arguments(add(bench_commands, "train",

@@ -206,8 +206,9 @@ def map_errors(url: URL, *, connecting: bool = False) -> Iterator[None]:
             raise unavailable(url, exc) from exc
         if isinstance(exc, sa_exc.OperationalError) and "locked" in str(exc.orig):
             raise MemoryStoreError(
-                f"the SQLite database {describe_url(url)} stayed locked by another process; "
-                "raise [memory] busy_timeout_ms or use PostgreSQL for several processes"
+                f"the SQLite database {describe_url(url)} stayed locked (by another process, "
+                "or another connection of this one under heavy load); raise [memory] "
+                "busy_timeout_ms, or use PostgreSQL for several processes or heavy traffic"
             ) from exc
         raise MemoryStoreError(
             f"the conversation database failed: {describe_error(exc, url)}"

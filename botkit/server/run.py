@@ -181,7 +181,10 @@ class ServerRunner:
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket (port 0: a free one), for serving on a known port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when their
+    # proto says TCP, and without it Nagle holds each small event-stream write back
+    # until the client's delayed ACK (about 25-40 ms per event).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
