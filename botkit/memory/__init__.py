@@ -5,19 +5,27 @@ lives in ``models`` and changes only through Alembic revisions (``migrate``).
 """
 
 from botkit.memory.store import (
+    ConsoleUserRecord,
+    ConversationEventRecord,
     ConversationRecord,
     ConversationStore,
     FeedbackRecord,
     MessageRecord,
+    QueueItem,
+    StateConflict,
     UserRecord,
 )
 from botkit.memory.training import TrainingDialogue, TrainingSelection
 
 __all__ = [
+    "ConsoleUserRecord",
+    "ConversationEventRecord",
     "ConversationRecord",
     "ConversationStore",
     "FeedbackRecord",
     "MessageRecord",
+    "QueueItem",
+    "StateConflict",
     "TrainingDialogue",
     "TrainingSelection",
     "UserRecord",

@@ -34,6 +34,9 @@ from sqlalchemy.types import TypeDecorator
 CONVERSATION_STATES = ("bot", "waiting_for_agent", "agent", "closed")
 #: Who wrote a message.
 MESSAGE_ROLES = ("user", "assistant", "system", "agent")
+#: What a console account may do: agents take over conversations; operators also edit
+#: personas and browse every conversation.
+CONSOLE_ROLES = ("agent", "operator")
 
 # Stable constraint names, so a later revision can drop or alter a constraint by name on
 # both backends (SQLite batch mode needs them).
@@ -124,6 +127,10 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The human agent who owns the conversation while its state is ``agent``.
+    agent_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("console_users.id", ondelete="SET NULL"), index=True
+    )
 
 
 class Message(Base):
@@ -156,6 +163,10 @@ class Message(Base):
     # A bot reply cut off (the server stopped mid-reply): stored as far as the user saw it,
     # never used for training.
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The console account that wrote an ``agent`` message.
+    agent_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("console_users.id", ondelete="SET NULL")
+    )
 
 
 class Feedback(Base):
@@ -176,7 +187,42 @@ class Feedback(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ConsoleUser(Base):
+    """An account of the operator console: a support agent or an operator."""
+
+    __tablename__ = "console_users"
+    __table_args__ = (CheckConstraint("role IN ('agent', 'operator')", name="role"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConversationEvent(Base):
+    """The audit trail of handoff: each change of a conversation's state, by whom."""
+
+    __tablename__ = "conversation_events"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    from_state: Mapped[str] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    # "user:<channel id>", "agent:<username>", "bot" or "system"
+    actor: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 __all__ = [
+    "CONSOLE_ROLES",
+    "ConsoleUser",
+    "ConversationEvent",
     "CONVERSATION_STATES",
     "MESSAGE_ROLES",
     "Base",

@@ -28,9 +28,12 @@ from botkit.errors import MemoryStoreError, MigrationError
 from botkit.memory import migrate
 from botkit.memory.db import create_engine, describe_url, map_errors, normalize_url, probe
 from botkit.memory.models import (
+    CONSOLE_ROLES,
     CONVERSATION_STATES,
     MESSAGE_ROLES,
+    ConsoleUser,
     Conversation,
+    ConversationEvent,
     Feedback,
     Message,
     User,
@@ -69,6 +72,8 @@ class ConversationRecord:
     created_at: datetime
     updated_at: datetime
     closed_at: datetime | None
+    agent_id: int | None = None
+    """The console account that owns the conversation while its state is ``agent``."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,59 @@ class MessageRecord:
     created_at: datetime
     interrupted: bool = False
     """A bot reply cut off when the server stopped: the text is what was sent so far."""
+    agent_id: int | None = None
+    """The console account that wrote an ``agent`` message."""
+
+
+@dataclass(frozen=True)
+class ConsoleUserRecord:
+    id: int
+    username: str
+    display_name: str | None
+    role: str
+    password_hash: str
+    disabled: bool
+    created_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.username
+
+
+@dataclass(frozen=True)
+class ConversationEventRecord:
+    id: int
+    conversation_id: int
+    from_state: str
+    to_state: str
+    actor: str
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """A conversation waiting for (or owned by) a human, as the console lists it."""
+
+    conversation: ConversationRecord
+    since: datetime
+    """When it entered its current state."""
+    user_name: str | None
+    last_user_text: str | None
+    """The user's newest message: what they want, at a glance."""
+
+
+class StateConflict(MemoryStoreError):
+    """A handoff change that lost a race or does not apply to the current state."""
+
+    def __init__(self, conversation_id: int, current: str, wanted: str) -> None:
+        super().__init__(
+            f"conversation {conversation_id} is {current.replace('_', ' ')}, so it cannot "
+            f"become {wanted.replace('_', ' ')}"
+        )
+        self.conversation_id = conversation_id
+        self.current = current
+        self.wanted = wanted
 
 
 @dataclass(frozen=True)
@@ -387,6 +445,153 @@ class ConversationStore:
                 await session.flush()
                 return _conversation(found)
 
+    async def change_state(
+        self,
+        conversation_id: int,
+        to_state: str,
+        *,
+        actor: str,
+        expect: Sequence[str] | None = None,
+        reason: str | None = None,
+        agent_id: int | None = None,
+    ) -> ConversationRecord:
+        """Move a conversation to ``to_state`` if it is in one of ``expect``; record who.
+
+        A compare-and-set in one transaction (``UPDATE ... WHERE state = <seen>``), so
+        two agents claiming the same conversation, even from two processes on one
+        PostgreSQL, cannot both win: the loser gets :class:`StateConflict`. ``agent_id``
+        is kept while the state is ``agent`` and cleared otherwise.
+        """
+        if to_state not in CONVERSATION_STATES:
+            known = ", ".join(CONVERSATION_STATES)
+            raise ValueError(f"state must be one of {known}, not {to_state!r}")
+        with self._errors():
+            async with self._transaction() as session:
+                found = await session.get(Conversation, conversation_id)
+                if found is None:
+                    raise MemoryStoreError(f"no conversation with id {conversation_id}")
+                seen = found.state
+                if (expect is not None and seen not in expect) or seen == "closed":
+                    raise StateConflict(conversation_id, seen, to_state)
+                now = utcnow()
+                values: dict[str, Any] = {
+                    "state": to_state, "updated_at": now,
+                    "agent_id": agent_id if to_state == "agent" else None,
+                }
+                if to_state == "closed":
+                    values["closed_at"] = now
+                changed = await session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conversation_id, Conversation.state == seen)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if changed.rowcount != 1:  # type: ignore[attr-defined]
+                    current = await session.scalar(
+                        select(Conversation.state).where(Conversation.id == conversation_id)
+                    )
+                    raise StateConflict(conversation_id, current or "closed", to_state)
+                session.add(ConversationEvent(
+                    conversation_id=conversation_id, from_state=seen, to_state=to_state,
+                    actor=actor, reason=reason, created_at=now,
+                ))
+                await session.flush()
+                await session.refresh(found)
+                return _conversation(found)
+
+    async def state_events(self, conversation_id: int) -> list[ConversationEventRecord]:
+        """The conversation's handoff history, oldest first."""
+        with self._errors():
+            async with self._transaction() as session:
+                rows = await session.scalars(
+                    select(ConversationEvent)
+                    .where(ConversationEvent.conversation_id == conversation_id)
+                    .order_by(ConversationEvent.id)
+                )
+                return [_record(ConversationEventRecord, row) for row in rows]
+
+    async def handoff_queue(
+        self, states: Sequence[str] = ("waiting_for_agent",), *, agent_id: int | None = None
+    ) -> list[QueueItem]:
+        """Conversations in ``states`` (longest waiting first), optionally one agent's."""
+        since = (
+            select(func.max(ConversationEvent.created_at))
+            .where(ConversationEvent.conversation_id == Conversation.id)
+            .scalar_subquery()
+        )
+        last_user = (
+            select(Message.text)
+            .where(Message.conversation_id == Conversation.id, Message.role == "user")
+            .order_by(Message.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = (
+            select(Conversation, since, User.display_name, last_user)
+            .outerjoin(User, User.id == Conversation.user_id)
+            .where(Conversation.state.in_(list(states)))
+            .order_by(func.coalesce(since, Conversation.updated_at), Conversation.id)
+        )
+        if agent_id is not None:
+            query = query.where(Conversation.agent_id == agent_id)
+        with self._errors():
+            async with self._transaction() as session:
+                rows = (await session.execute(query)).all()
+                return [
+                    QueueItem(_conversation(c), when or c.updated_at, name, text)
+                    for c, when, name, text in rows
+                ]
+
+    async def messages_after(self, conversation_id: int, after_id: int) -> list[MessageRecord]:
+        """The conversation's messages newer than ``after_id``, oldest first (live views)."""
+        with self._errors():
+            async with self._transaction() as session:
+                rows = await session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id, Message.id > after_id)
+                    .order_by(Message.id)
+                )
+                return [_message(row) for row in rows]
+
+    # -- console accounts --------------------------------------------------------------
+
+    async def add_console_user(
+        self, username: str, *, role: str, password_hash: str, display_name: str | None = None
+    ) -> ConsoleUserRecord:
+        """A new console account; a taken username is a MemoryStoreError saying so."""
+        if role not in CONSOLE_ROLES:
+            raise ValueError(f"role must be one of {', '.join(CONSOLE_ROLES)}, not {role!r}")
+        with self._errors():
+            try:
+                async with self._transaction() as session:
+                    row = ConsoleUser(username=username, role=role, password_hash=password_hash,
+                                      display_name=display_name)
+                    session.add(row)
+                    await session.flush()
+                    return _record(ConsoleUserRecord, row)
+            except IntegrityError:
+                raise MemoryStoreError(f"the console user {username!r} exists already") from None
+
+    async def console_user(
+        self, *, username: str | None = None, user_id: int | None = None
+    ) -> ConsoleUserRecord | None:
+        with self._errors():
+            async with self._transaction() as session:
+                query = select(ConsoleUser)
+                query = (query.where(ConsoleUser.username == username) if username is not None
+                         else query.where(ConsoleUser.id == user_id))
+                row = await session.scalar(query)
+                return None if row is None else _record(ConsoleUserRecord, row)
+
+    async def set_console_password(self, username: str, password_hash: str) -> bool:
+        with self._errors():
+            async with self._transaction() as session:
+                changed = await session.execute(
+                    update(ConsoleUser).where(ConsoleUser.username == username)
+                    .values(password_hash=password_hash)
+                )
+                return bool(changed.rowcount)  # type: ignore[attr-defined]
+
     # -- messages ----------------------------------------------------------------------
 
     async def add_message(
@@ -401,6 +606,7 @@ class ConversationStore:
         adapter_version: str | None = None,
         platform_message_id: str | None = None,
         interrupted: bool = False,
+        agent_id: int | None = None,
     ) -> MessageRecord | None:
         """Store one turn; None (and nothing stored) when this platform message was seen.
 
@@ -431,6 +637,7 @@ class ConversationStore:
                         platform_message_id=platform_message_id,
                         dedupe_key=key,
                         interrupted=interrupted,
+                        agent_id=agent_id,
                     )
                     session.add(message)
                     conversation.updated_at = utcnow()
