@@ -17,7 +17,7 @@ import logging
 import time
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,8 +25,21 @@ from types import TracebackType
 from botkit.context import build_prompt
 from botkit.errors import EmptyMessageError, GenerationTimeout, MessageTooLongError
 from botkit.generation import ChatMessage, GenerationRequest, Generator
-from botkit.memory import ConversationRecord, ConversationStore, MessageRecord
+from botkit.handoff_rules import asks_for_human, closed_notice, handoff_notice
+from botkit.memory import (
+    ConsoleUserRecord,
+    ConversationRecord,
+    ConversationStore,
+    MessageRecord,
+    StateConflict,
+)
 from botkit.personas import Persona, PersonaRegistry
+
+#: Delivers a message from the team to a conversation's chat on its platform:
+#: ``deliver(conversation, text)``. Adapters register one per channel.
+Deliverer = Callable[[ConversationRecord, str], Awaitable[None]]
+#: States in which a human owns the chat and the bot stays silent.
+HUMAN_STATES = ("waiting_for_agent", "agent")
 
 log = logging.getLogger(__name__)
 #: One line per turn (conversation, persona, tokens, timings); message text only at DEBUG.
@@ -91,6 +104,9 @@ class Reply:
         """Seconds from ``respond()`` to the stored reply (None until it is complete)."""
         self.prompt_tokens = 0
         self.reply_tokens = 0
+        self.handoff: str | None = None
+        """``waiting_for_agent`` or ``agent`` when a person owns (or was asked to own) the
+        chat: the bot did not answer (or answered only with the handoff notice)."""
 
     def __aiter__(self) -> AsyncIterator[str]:
         assert self._pieces is not None, "a Reply comes from DialogueEngine.respond()"
@@ -138,6 +154,7 @@ class DialogueEngine:
         self.max_message_chars = max_message_chars
         self.generation_timeout_s = generation_timeout_s
         self._adapter_versions: dict[str, str] = {}
+        self._deliverers: dict[str, Deliverer] = {}
 
     async def load_adapters(self) -> None:
         """Load every persona's LoRA adapter into the generator (off the event loop)."""
@@ -148,6 +165,111 @@ class DialogueEngine:
                 )
                 self._adapter_versions[persona.name] = version
                 log.info("persona %s uses adapter %s (%s)", persona.name, persona.adapter, version)
+
+    # -- human handoff -----------------------------------------------------------------
+
+    def register_delivery(self, channel: str, deliver: Deliverer) -> None:
+        """How messages from the team reach ``channel``'s chats (adapters call this)."""
+        self._deliverers[channel] = deliver
+
+    async def _ask_for_human(
+        self, conversation: ConversationRecord, persona: Persona, message: IncomingMessage,
+        reply: Reply,
+    ) -> str:
+        """Queue the chat for a person (or say when people are around); the user's notice."""
+        now = datetime.now(UTC)
+        hours = persona.support_hours
+        if hours is not None and not hours.is_open(now):
+            return closed_notice(hours, now)
+        try:
+            await self.store.change_state(
+                conversation.id, "waiting_for_agent", actor=f"user:{message.user_key}",
+                expect=("bot",), reason="asked for a human",
+            )
+        except StateConflict as exc:
+            log.info("conversation %s: %s", conversation.id, exc)
+        reply.handoff = "waiting_for_agent"
+        log.info("conversation %s (%s) is waiting for a person", conversation.id,
+                 conversation.channel)
+        return handoff_notice(persona.display_name, hours, now)
+
+    async def _deliver(self, conversation: ConversationRecord, text: str) -> bool:
+        deliver = self._deliverers.get(conversation.channel)
+        if deliver is None:
+            # The web widget reads new messages from memory itself; other channels need
+            # their adapter running in this process.
+            if conversation.channel != "web":
+                log.warning("no %s adapter in this process delivers to conversation %s; "
+                            "the message is stored only", conversation.channel, conversation.id)
+            return False
+        try:
+            await deliver(conversation, text)
+        except Exception:
+            log.exception("delivering to conversation %s (%s) failed", conversation.id,
+                          conversation.channel)
+            return False
+        return True
+
+    async def _team_message(
+        self, conversation: ConversationRecord, agent: ConsoleUserRecord, text: str
+    ) -> MessageRecord:
+        record = await self.store.add_message(
+            conversation.id, role="agent", text=text, agent_id=agent.id,
+            token_count=self.generator.count_text(text),
+        )
+        assert record is not None
+        await self._deliver(conversation, text)
+        return record
+
+    async def claim(self, conversation_id: int, agent: ConsoleUserRecord) -> ConversationRecord:
+        """``agent`` takes the conversation over; a second claim gets StateConflict."""
+        conversation = await self.store.change_state(
+            conversation_id, "agent", actor=f"agent:{agent.username}",
+            expect=("waiting_for_agent", "bot"), agent_id=agent.id, reason="claimed",
+        )
+        await self._team_message(
+            conversation, agent, f"{agent.name} from our team has joined the chat."
+        )
+        return conversation
+
+    async def agent_reply(
+        self, conversation_id: int, agent: ConsoleUserRecord, text: str
+    ) -> MessageRecord:
+        """Store ``agent``'s reply with their identity and deliver it on the chat's channel."""
+        conversation = await self.store.get_conversation(conversation_id)
+        if conversation is None:
+            raise StateConflict(conversation_id, "closed", "agent")
+        if conversation.state != "agent" or (
+            conversation.agent_id != agent.id and agent.role != "operator"
+        ):
+            raise StateConflict(conversation_id, conversation.state, "agent")
+        return await self._team_message(conversation, agent, self.check_input(text))
+
+    async def hand_back(self, conversation_id: int, agent: ConsoleUserRecord) -> ConversationRecord:
+        """Give the conversation back to the bot, with a note so it carries on sensibly."""
+        conversation = await self.store.change_state(
+            conversation_id, "bot", actor=f"agent:{agent.username}",
+            expect=("agent", "waiting_for_agent"), reason="handed back",
+        )
+        persona = self.persona(conversation.persona)
+        await self.store.add_message(
+            conversation.id, role="system",
+            text=(f"A member of the support team ({agent.name}) answered the user above and "
+                  f"has handed the conversation back to you, {persona.display_name}. "
+                  "Continue helping the user from here."),
+        )
+        await self._deliver(conversation, f"{persona.display_name} is back to help you. "
+                                          "Ask me anything.")
+        return conversation
+
+    async def close(self, conversation_id: int, agent: ConsoleUserRecord) -> ConversationRecord:
+        """End the conversation; the user's next message starts a new one."""
+        conversation = await self.store.change_state(
+            conversation_id, "closed", actor=f"agent:{agent.username}", reason="closed",
+        )
+        await self._deliver(conversation, "This conversation has been closed. Write again any "
+                                          "time to start a new one.")
+        return conversation
 
     async def _store_interrupted(
         self, reply: Reply, conversation_id: int, persona: Persona, text: str
@@ -247,7 +369,27 @@ class DialogueEngine:
             reply.duplicate = True
             return
 
-        # TODO(step 7): hand the message to an agent here when a human owns the chat.
+        if conversation.state in HUMAN_STATES:
+            # A person owns the chat: the message is stored for them, the bot says nothing.
+            reply.handoff = conversation.state
+            _log_turn(reply, message, "handoff")
+            return
+        if persona.escalation_keywords and asks_for_human(text, persona.escalation_keywords):
+            notice = await self._ask_for_human(conversation, persona, message, reply)
+            reply.notice = True
+            reply.text = notice
+            if reply.first_token_s is None:
+                reply.first_token_s = time.perf_counter() - reply.started
+            yield notice
+            record = await self.store.add_message(
+                conversation.id, role="assistant", text=notice, persona=persona.name,
+                token_count=self.generator.count_text(notice),
+            )
+            reply.message_id = record.id if record else None
+            reply.duration_s = time.perf_counter() - reply.started
+            _log_turn(reply, message, "handoff")
+            return
+
         history = await self.store.messages(conversation.id)
         prompt = build_prompt(persona, [_as_chat(m) for m in history], self.generator)
         if prompt.dropped_turns:

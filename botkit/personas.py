@@ -16,6 +16,7 @@ from typing import Any
 from botkit.config import read_toml
 from botkit.errors import PersonaError, UnknownPersonaError
 from botkit.generation import SamplingParams
+from botkit.handoff_rules import SupportHours
 
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -68,14 +69,19 @@ class Persona:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     escalation_keywords: tuple[str, ...] = ()
-    """Words that ask for a human agent (used by human handoff)."""
+    """Words that ask for a human agent (used by human handoff), matched in any case and
+    with small typos (see :mod:`botkit.handoff_rules`)."""
+    support_hours: SupportHours | None = None
+    """When people answer, e.g. ``Mon-Fri 09:00-17:00 Europe/Berlin``; outside them a
+    user asking for a human is told when the team is back and the bot carries on. None:
+    a request is always queued for the team."""
     path: Path | None = None
     """The file this persona was loaded from (not a key)."""
 
 
 _TOP_KEYS = {
     "name", "display_name", "system_prompt", "greeting", "adapter",
-    "generation", "memory", "escalation_keywords",
+    "generation", "memory", "escalation_keywords", "support_hours",
 }
 
 
@@ -149,6 +155,11 @@ def parse_persona(raw: Mapping[str, Any], path: Path) -> Persona:
     keywords = _check_type(
         raw.get("escalation_keywords", []), list, f"{where}: escalation_keywords"
     )
+    hours_raw = _check_type(raw.get("support_hours", ""), str, f"{where}: support_hours")
+    try:
+        support_hours = SupportHours.parse(hours_raw) if hours_raw.strip() else None
+    except ValueError as exc:
+        raise PersonaError(f"{where}: support_hours: {exc}") from None
     generation_raw = _check_type(raw.get("generation", {}), dict, f"{where}: generation")
     memory_raw = _check_type(raw.get("memory", {}), dict, f"{where}: memory")
     generation = _table(generation_raw, GenerationSettings, f"{where}: generation")
@@ -167,6 +178,7 @@ def parse_persona(raw: Mapping[str, Any], path: Path) -> Persona:
         escalation_keywords=tuple(
             _check_type(k, str, f"{where}: escalation_keywords") for k in keywords
         ),
+        support_hours=support_hours,
         path=path,
     )
 
