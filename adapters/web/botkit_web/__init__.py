@@ -375,14 +375,17 @@ class WebAdapter(Adapter):
             scores = await _store_call(self.engine.store.feedback_scores(
                 [r.id for r in records if r.role != "user"]
             ))
+            agents = await self._agent_names({r.agent_id for r in records if r.agent_id})
             messages = [
                 {
                     "id": r.id,
-                    "role": r.role if r.role in ("user", "assistant", "agent") else "assistant",
+                    "role": r.role,
                     "text": r.text,
                     "created_at": r.created_at.isoformat(),
                     "feedback": scores.get(r.id),
                     "interrupted": r.interrupted,
+                    **({"author": agents.get(r.agent_id or 0, "Support team")}
+                       if r.role == "agent" else {}),
                 }
                 for r in records
                 if r.role in ("user", "assistant", "agent")
@@ -390,9 +393,18 @@ class WebAdapter(Adapter):
         pending = self._pending.get(session.chat_key)
         return JSONResponse({
             "persona": self._persona_json(persona),
+            "state": conversation.state if conversation is not None else "bot",
             "messages": messages,
             "pending": {"turn_id": pending.id} if pending and not pending.done else None,
         }, headers={"Cache-Control": "no-store"})
+
+    async def _agent_names(self, ids: set[int]) -> dict[int, str]:
+        names: dict[int, str] = {}
+        for agent_id in ids:
+            found = await _store_call(self.engine.store.console_user(user_id=agent_id))
+            if found is not None:
+                names[agent_id] = found.display_name or found.username
+        return names
 
     # -- messages and turns ----------------------------------------------------------------
 
@@ -471,7 +483,7 @@ class WebAdapter(Adapter):
                     turn.emit("delta", {"text": piece})
             turn.emit("done", {
                 "message_id": reply.message_id, "text": reply.text,
-                "duplicate": reply.duplicate,
+                "duplicate": reply.duplicate, "handoff": reply.handoff,
             })
             outcome = "ok"
         except GeneratorBusy:
