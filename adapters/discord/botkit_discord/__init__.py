@@ -169,7 +169,7 @@ class DiscordAdapter(Adapter):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def login(self) -> None:
-        """Check the token with Discord (``GET /users/@me``)."""
+        """Check the token with Discord (``GET /users/@me``); register team delivery."""
         persona = self.settings.persona
         if persona is not None and persona not in self.engine.personas:
             raise ConfigError(f"[adapters.discord] persona {persona!r} is not a loaded persona")
@@ -182,6 +182,7 @@ class DiscordAdapter(Adapter):
             ) from None
         except (discord.HTTPException, OSError) as exc:
             raise AdapterError(f"cannot reach Discord to log in: {exc}") from None
+        self.engine.register_delivery(CHANNEL, self.deliver)
 
     async def start(self) -> None:
         await self.login()
@@ -215,6 +216,22 @@ class DiscordAdapter(Adapter):
             self._gateway.cancel()
             with contextlib.suppress(BaseException):
                 await self._gateway
+
+    async def deliver(self, conversation: Any, text: str) -> None:
+        """Send a message from the support team (human handoff) to the conversation's
+        channel, thread or DM."""
+        key = conversation.chat_key
+        target: Any
+        if key.startswith("dm:"):
+            user_id = int(key[3:])
+            user = self.client.get_user(user_id) or await self.client.fetch_user(user_id)
+            target = user.dm_channel or await user.create_dm()
+        else:
+            channel_id = int(key)
+            target = (self.client.get_channel(channel_id)
+                      or await self.client.fetch_channel(channel_id))
+        for chunk in split_message(text) or ["…"]:
+            await self.call(target.send, chunk, allowed_mentions=NO_MENTIONS, final=True)
 
     async def on_ready(self) -> None:
         user = self.client.user
@@ -310,7 +327,9 @@ class DiscordAdapter(Adapter):
                 async with reply:
                     async for piece in reply:
                         await stream.add(piece)
-            if reply.duplicate:
+            if reply.duplicate or (reply.handoff and not reply.text):
+                # A retry, or a person owns the chat: the bot has nothing to say.
+                stream.abandon()
                 return
             await stream.finish(reply.text)
         except EmptyMessageError:

@@ -295,6 +295,7 @@ class TelegramAdapter(Adapter):
         ])
         await self.application.start()
         self._started = True
+        self.engine.register_delivery(CHANNEL, self.deliver)
         if self.settings.mode == "webhook":
             await self.application.bot.set_webhook(
                 url=self.settings.webhook_url, secret_token=self.webhook_secret,
@@ -467,8 +468,9 @@ class TelegramAdapter(Adapter):
             async with reply:
                 async for piece in reply:
                     stream.add(piece)
-            if reply.duplicate:
-                outcome = "duplicate"
+            if reply.duplicate or (reply.handoff and not reply.text):
+                # A retry, or a person owns the chat: the bot has nothing to say.
+                outcome = "duplicate" if reply.duplicate else "handoff"
                 await stream.abandon()
                 return
             await stream.finish(reply.text)
@@ -494,7 +496,7 @@ class TelegramAdapter(Adapter):
             raise
         finally:
             metrics = getattr(self._server, "metrics", None)
-            if metrics is not None and outcome != "duplicate":
+            if metrics is not None and outcome not in ("duplicate", "handoff"):
                 metrics.observe_reply(CHANNEL, outcome, first_token_s=reply.first_token_s,
                                       duration_s=reply.duration_s, tokens=reply.reply_tokens)
             log.debug("telegram: chat %s answered (%s)", chat_id, outcome)
@@ -529,6 +531,25 @@ class TelegramAdapter(Adapter):
             if result is not None:
                 sent.append(result)
         return sent
+
+    async def deliver(self, conversation: Any, text: str) -> None:
+        """Send a message from the support team (human handoff) to the conversation's chat."""
+        chat, _, thread = conversation.chat_key.partition(":")
+        chat_id = int(chat)
+        group = chat_id < 0  # Telegram's group and channel ids are negative
+        thread_id = int(thread) if thread else None
+        try:
+            chunks: Sequence[str] = split_html(to_html(text))
+            mode: str | None = ParseMode.HTML
+            for chunk in chunks:
+                await self.call(chat_id, group, self.application.bot.send_message, final=True,
+                                chat_id=chat_id, text=chunk, parse_mode=mode,
+                                message_thread_id=thread_id)
+        except BadRequest as exc:
+            log.warning("telegram: HTML refused (%s); sending plain text", exc.message)
+            for chunk in split_plain(to_plain(to_html(text))):
+                await self.call(chat_id, group, self.application.bot.send_message, final=True,
+                                chat_id=chat_id, text=chunk, message_thread_id=thread_id)
 
     async def call(
         self, chat: int, group: bool, method: Callable[..., Awaitable[T]], /, *,

@@ -666,3 +666,26 @@ async def test_an_unknown_persona_is_refused_at_login(botkit_engine: DialogueEng
     with pytest.raises(ConfigError, match="nobody"):
         await adapter.login()
     await adapter.stop()
+
+
+async def test_handoff_the_bot_goes_quiet_and_the_agents_messages_reach_the_channel(
+    dc: Harness,
+) -> None:
+    dc.deliver(guild_message(f"{mention(BOT)} can I talk to a human?", message_id=901,
+                             mentions=[BOT]))
+    await dc.until(lambda: bool(dc.texts(GENERAL_ID)))
+    await dc.settle()
+    dc.deliver(guild_message(f"{mention(BOT)} hello??", message_id=902, mentions=[BOT]))
+    await dc.settle()
+    conversation = (await dc.engine.store.handoff_queue())[0].conversation
+    bea = await dc.engine.store.add_console_user("bea", role="agent", password_hash="x",
+                                                 display_name="Bea")
+
+    await dc.engine.claim(conversation.id, bea)
+    await dc.engine.agent_reply(conversation.id, bea, "Hi @everyone, Bea here.")
+
+    texts = dc.texts(GENERAL_ID)
+    assert "person from our team" in texts[0]
+    assert dc.generator.requests == []  # the bot never answered
+    assert texts[1:] == ["Bea from our team has joined the chat.", "Hi @everyone, Bea here."]
+    assert all(pings(call) == NO_PINGS for call in dc.http.sent(GENERAL_ID))

@@ -478,3 +478,24 @@ def test_a_webhook_secret_in_the_config_file_is_refused(tmp_path: Any) -> None:
 
     with pytest.raises(ConfigError, match="BOTKIT_TELEGRAM_WEBHOOK_SECRET"):
         load_config(path, environ={})
+
+
+async def test_handoff_the_bot_goes_quiet_and_the_agents_messages_reach_the_chat(
+    tg: Harness,
+) -> None:
+    tg.push(private_message("can I talk to a human?", update_id=1, message_id=1))
+    await tg.until(lambda: len(tg.sent()) == 1)
+    tg.push(private_message("hello??", update_id=2, message_id=2))
+    await asyncio.sleep(0.3)
+    conversation = (await tg.engine.store.handoff_queue())[0].conversation
+    bea = await tg.engine.store.add_console_user("bea", role="agent", password_hash="x",
+                                                 display_name="Bea")
+
+    await tg.engine.claim(conversation.id, bea)
+    await tg.engine.agent_reply(conversation.id, bea, "Hi, this is **Bea**.")
+
+    assert "person from our team" in tg.sent()[0]
+    assert tg.generator.requests == []  # the bot never answered
+    assert tg.sent()[1:] == ["Bea from our team has joined the chat.",
+                             "Hi, this is <b>Bea</b>."]
+    assert all(c.params["chat_id"] == 42 for c in tg.api.called("sendMessage"))
