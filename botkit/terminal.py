@@ -46,6 +46,7 @@ class TerminalAdapter(Adapter):
         self.user = user or _os_user()
         self.chat_key = f"{self.user}:{self.persona.name}"
         self._task: asyncio.Task[None] | None = None
+        engine.register_delivery(self.name, self.deliver)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run())
@@ -73,7 +74,9 @@ class TerminalAdapter(Adapter):
         if transcript:
             self._write(f"(resuming: {len(transcript)} earlier messages)\n")
             for message in transcript:
-                who = "you" if message.role == "user" else name
+                who = {"user": "you", "agent": "team"}.get(message.role, name)
+                if message.role == "system":
+                    continue
                 self._write(f"{who}> {message.text}\n")
         else:
             await self._reset()
@@ -119,12 +122,21 @@ class TerminalAdapter(Adapter):
             channel=self.name, chat_key=self.chat_key, user_key=self.user, text=text,
             user_name=self.user,
         )
-        if show_name:
-            self._write(f"{self.persona.display_name}> ")
+        named = not show_name
         async with self.engine.respond(message, persona=self.persona.name) as reply:
             async for piece in reply:
+                if not named:  # the name only once there is something to say
+                    self._write(f"{self.persona.display_name}> ")
+                    named = True
                 self._write(piece)
+        if reply.handoff and not reply.text and show_name:
+            self._write("(a person from the team has the chat; their replies appear here)")
         return reply.text
+
+    async def deliver(self, conversation: Any, text: str) -> None:
+        """A message from the support team (human handoff), printed as it arrives."""
+        if conversation.chat_key == self.chat_key:
+            self._write(f"\nteam> {text}\nyou> ")
 
 
 def _os_user() -> str:

@@ -75,3 +75,22 @@ async def test_too_long_message_is_refused_politely_and_chat_goes_on(
     screen = out.getvalue()
     assert "too long for me" in screen
     assert screen.count("I am a scripted reply.") == 1
+
+
+async def test_handoff_in_the_terminal_the_bot_steps_aside_and_the_team_is_printed(
+    botkit_engine: DialogueEngine, scripted_generator: ScriptedGenerator
+):
+    adapter, out = terminal(botkit_engine, "I want a human\nhello?\n")
+    await adapter.run()
+    conversation = (await botkit_engine.store.handoff_queue())[0].conversation
+    bea = await botkit_engine.store.add_console_user("bea", role="agent", password_hash="x")
+
+    await botkit_engine.claim(conversation.id, bea)
+    await botkit_engine.agent_reply(conversation.id, bea, "Hi, Bea here.")
+
+    screen = out.getvalue()
+    assert "Pine> Pine here: I'm passing you to a person from our team." in screen
+    assert "you> (a person from the team has the chat; their replies appear here)" in screen
+    assert "team> bea from our team has joined the chat." in screen.lower()
+    assert "team> Hi, Bea here.\n" in screen
+    assert scripted_generator.requests == []
