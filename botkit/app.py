@@ -94,6 +94,10 @@ async def open_engine(
             generation_timeout_s=config.model.generation_timeout_s,
         )
         await engine.load_adapters()
+        # Personas published from the console since the files were written win.
+        from botkit.persona_versions import PersonaEditor
+
+        await PersonaEditor(engine).apply_published()
         yield engine
     finally:
         if owns_generator and generator is not None:

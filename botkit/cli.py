@@ -160,6 +160,45 @@ def _persona_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _persona_export(args: argparse.Namespace) -> int:
+    from botkit.app import open_store
+    from botkit.persona_versions import export_versions
+
+    config = _config(args)
+    folder = Path(args.dir or config.bot.personas_dir)
+    store = await open_store(config)
+    try:
+        latest = {r.persona: r for r in await store.latest_persona_versions()}
+        written = await export_versions(store, folder, args.persona or None)
+    finally:
+        await store.close()
+    if not written:
+        print("no persona has been published from the console; nothing to export")
+        return 0
+    for path in written:
+        record = latest[path.stem]
+        print(f"{path}: version {record.version} by {record.author} "
+              f"({record.created_at:%Y-%m-%d %H:%M} UTC)")
+    return 0
+
+
+async def _persona_history(args: argparse.Namespace) -> int:
+    from botkit.app import open_store
+
+    store = await open_store(_config(args))
+    try:
+        versions = await store.persona_versions(args.name)
+    finally:
+        await store.close()
+    if not versions:
+        print(f"{args.name}: no published versions (the file is the only one)")
+    for record in versions:
+        note = f": {record.comment}" if record.comment else ""
+        print(f"version {record.version}  {record.created_at:%Y-%m-%d %H:%M} UTC  "
+              f"{record.author}{note}")
+    return 0
+
+
 # --- database and memory ----------------------------------------------------------------
 
 
@@ -334,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
                            _persona_validate))
     pval.add_argument("files", nargs="*", help="persona files to check")
     pval.add_argument("--dir", help="personas folder (default: [bot] personas_dir)")
+    pexport = with_config(add(persona_commands, "export",
+                              "write the newest persona versions published from the console "
+                              "back to TOML files", _persona_export))
+    pexport.add_argument("--dir", help="where to write (default: [bot] personas_dir)")
+    pexport.add_argument("--persona", action="append", metavar="NAME",
+                         help="only this persona (repeatable)")
+    phistory = with_config(add(persona_commands, "history",
+                               "list a persona's published versions: when, who, why",
+                               _persona_history))
+    phistory.add_argument("name", metavar="NAME")
 
     db = commands.add_parser("db", help="migrate the conversation database",
                              description="Alembic migrations of the conversation database")

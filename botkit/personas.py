@@ -230,3 +230,7 @@ class PersonaRegistry(Mapping[str, Persona]):
 
     def __len__(self) -> int:
         return len(self._personas)
+
+    def replace(self, persona: Persona) -> None:
+        """Put ``persona`` in place of the one of its name (a published edit, hot)."""
+        self._personas[persona.name] = persona

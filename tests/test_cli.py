@@ -126,6 +126,8 @@ HELP_CASES = {
     ("adapters", "merge"): "merge a LoRA adapter into its base model",
     ("bench", "train"): "training throughput, botkit's loop vs a plain padded loop",
     ("bench", "web"): "the web widget under load: N concurrent users over HTTP and SSE",
+    ("persona", "export"): "write the newest persona versions published from the console",
+    ("persona", "history"): "list a persona's published versions: when, who, why",
     ("serve",): "serve the web widget, the OpenAI-compatible API, health and metrics over HTTP",
     ("train",): "fine-tune a LoRA adapter on chat dialogues (JSONL)",
     ("eval",): "ask a persona a question file and report its accuracy, base model vs adapter",

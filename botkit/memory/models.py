@@ -219,8 +219,28 @@ class ConversationEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class PersonaVersion(Base):
+    """A persona as published from the console: the whole TOML, numbered per persona.
+
+    The newest version of a persona overrides its file when botkit starts; ``botkit
+    persona export`` writes the newest versions back to TOML files.
+    """
+
+    __tablename__ = "persona_versions"
+    __table_args__ = (UniqueConstraint("persona", "version"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    persona: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(255))
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 __all__ = [
     "CONSOLE_ROLES",
+    "PersonaVersion",
     "ConsoleUser",
     "ConversationEvent",
     "CONVERSATION_STATES",

@@ -36,6 +36,7 @@ from botkit.memory.models import (
     ConversationEvent,
     Feedback,
     Message,
+    PersonaVersion,
     User,
     utcnow,
 )
@@ -117,6 +118,18 @@ class ConversationEventRecord:
     to_state: str
     actor: str
     reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PersonaVersionRecord:
+    id: int
+    persona: str
+    version: int
+    source: str
+    """The persona's whole TOML as published."""
+    author: str
+    comment: str | None
     created_at: datetime
 
 
@@ -552,6 +565,59 @@ class ConversationStore:
                     .order_by(Message.id)
                 )
                 return [_message(row) for row in rows]
+
+    # -- persona versions --------------------------------------------------------------
+
+    async def add_persona_version(
+        self, persona: str, source: str, *, author: str, comment: str | None = None
+    ) -> PersonaVersionRecord:
+        """Store a published persona as its next version number (1, 2, ...)."""
+        with self._errors():
+            for attempt in range(_OPEN_ATTEMPTS):
+                try:
+                    async with self._transaction() as session:
+                        newest = await session.scalar(
+                            select(func.max(PersonaVersion.version))
+                            .where(PersonaVersion.persona == persona)
+                        )
+                        row = PersonaVersion(persona=persona, version=(newest or 0) + 1,
+                                             source=source, author=author, comment=comment)
+                        session.add(row)
+                        await session.flush()
+                        return _record(PersonaVersionRecord, row)
+                except IntegrityError:
+                    # Two operators published at once: the loser takes the next number.
+                    if attempt == _OPEN_ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    async def persona_versions(self, persona: str) -> list[PersonaVersionRecord]:
+        """Every published version of ``persona``, newest first."""
+        with self._errors():
+            async with self._transaction() as session:
+                rows = await session.scalars(
+                    select(PersonaVersion).where(PersonaVersion.persona == persona)
+                    .order_by(PersonaVersion.version.desc())
+                )
+                return [_record(PersonaVersionRecord, row) for row in rows]
+
+    async def latest_persona_versions(self) -> list[PersonaVersionRecord]:
+        """The newest version of every persona that has one."""
+        newest = (
+            select(PersonaVersion.persona, func.max(PersonaVersion.version).label("version"))
+            .group_by(PersonaVersion.persona)
+            .subquery()
+        )
+        with self._errors():
+            async with self._transaction() as session:
+                rows = await session.scalars(
+                    select(PersonaVersion).join(
+                        newest,
+                        (PersonaVersion.persona == newest.c.persona)
+                        & (PersonaVersion.version == newest.c.version),
+                    ).order_by(PersonaVersion.persona)
+                )
+                return [_record(PersonaVersionRecord, row) for row in rows]
 
     # -- console accounts --------------------------------------------------------------
 

@@ -27,7 +27,7 @@ async def table_names(url: str) -> set[str]:
 
 def test_migrations_folder_and_single_head_are_found() -> None:
     assert (migrate.migrations_dir() / "env.py").is_file()
-    assert migrate.head() == "0003"
+    assert migrate.head() == "0004"
 
 
 async def test_upgrade_to_head_then_downgrade_to_base_leaves_no_tables(db_url: str) -> None:
