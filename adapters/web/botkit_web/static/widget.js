@@ -39,7 +39,14 @@
       typing: "{name} is typing…",
       you: "You",
       bot: "Assistant",
-      agent: "Agent",
+      supportTeam: "Support team",
+      agentLabel: "{name} · Support team",
+      agentSpeaker: "{name} from the support team",
+      waitingForAgent: "Waiting for a person from our team…",
+      chattingWith: "You're chatting with {name}",
+      chattingWithTeam: "You're chatting with our support team",
+      conversationClosed: "This conversation has been closed. Write again any time to start a new one.",
+      botBack: "{name} is back to help you.",
       tooLong: "Your message is too long. Please keep it under {limit} characters.",
       tooLongNoLimit: "Your message is too long. Please shorten it.",
       subtitle: "Chat with {name}",
@@ -66,7 +73,14 @@
       typing: "{name} schreibt…",
       you: "Sie",
       bot: "Assistent",
-      agent: "Mitarbeiter",
+      supportTeam: "Support-Team",
+      agentLabel: "{name} · Support-Team",
+      agentSpeaker: "{name} vom Support-Team",
+      waitingForAgent: "Warten auf eine Person aus unserem Team…",
+      chattingWith: "Sie chatten mit {name}",
+      chattingWithTeam: "Sie chatten mit unserem Support-Team",
+      conversationClosed: "Dieses Gespräch wurde beendet. Schreiben Sie jederzeit wieder, um ein neues zu beginnen.",
+      botBack: "{name} ist wieder für Sie da.",
       tooLong: "Ihre Nachricht ist zu lang. Bitte bleiben Sie unter {limit} Zeichen.",
       tooLongNoLimit: "Ihre Nachricht ist zu lang. Bitte kürzen Sie sie.",
       subtitle: "Chat mit {name}",
@@ -105,6 +119,10 @@
   if (!base) base = window.location.origin;
   var TOKEN_KEY = "botkit:" + (personaName || "default") + ":token";
   var MAX_STREAM_TRIES = 5;
+  var POLL_MS = 3000; // while a person owns the chat: how often to look for their messages
+  var POLL_SOON_MS = 300; // right after a turn that handed the chat over
+  var POLL_BUSY_MS = 500; // a reply is streaming or a message being sent: look again soon
+  var POLL_MAX_MS = 60000; // the longest wait between tries after errors
   var STREAM_IDLE_MS = 45000; // no byte (not even a keep-alive) for this long: reconnect
 
   function pickLanguage(requested) {
@@ -482,10 +500,18 @@
   header.appendChild(newButton);
   header.appendChild(closeButton);
 
+  // Who owns the chat while a person does (waiting for one, or chatting with one). Not a
+  // live region: the handoff notice and each team message are announced already.
+  var statusLine = el("p", "bk-status");
+  statusLine.id = "bk-status";
+  statusLine.setAttribute("data-testid", "bk-status");
+  statusLine.hidden = true;
+
   var log = el("div", "bk-log");
   log.setAttribute("role", "log");
   log.setAttribute("aria-live", "off");
   log.setAttribute("aria-labelledby", "bk-title");
+  log.setAttribute("aria-describedby", "bk-status"); // empty unless a person owns the chat
   log.tabIndex = 0; // scrollable by keyboard
 
   var notice = el("div", "bk-notice");
@@ -509,6 +535,7 @@
   composer.appendChild(sendButton);
 
   panel.appendChild(header);
+  panel.appendChild(statusLine);
   panel.appendChild(log);
   panel.appendChild(notice);
   panel.appendChild(composer);
@@ -540,6 +567,14 @@
   var activeStreams = 0;
   var streamAborts = [];
   var deadTurns = {};
+  // Human handoff: who owns the conversation (PROTOCOL.md's STATE), the stored messages on
+  // show (by id, so polling never shows one twice) and the newest team member's name.
+  var convState = "bot";
+  var seenIds = {};
+  var lastAgentAuthor = "";
+  var pollTimer = null;
+  var pollInFlight = false;
+  var pollFailures = 0;
 
   function displayName() {
     return persona.display_name || persona.name || t("bot");
@@ -615,10 +650,8 @@
 
   function addBotMessage(text, options) {
     options = options || {};
-    var kind = options.agent ? "agent" : "bot";
-    var shell = messageShell(kind, options.agent ? t("agent") : displayName());
+    var shell = messageShell("bot", displayName());
     if (options.greeting) shell.row.classList.add("bk-greeting");
-    if (options.agent) shell.bubble.insertBefore(el("div", "bk-author", t("agent")), shell.content);
     shell.content.appendChild(renderMarkdown(text));
     if (options.messageId) addFeedback(shell, options.messageId, options.feedback);
     log.appendChild(shell.row);
@@ -626,12 +659,53 @@
     return shell;
   }
 
+  // A message from a person on the support team: their name on it, no thumbs (feedback
+  // rates the bot's replies).
+  function addAgentMessage(text, author) {
+    var who = { name: author };
+    var shell = messageShell("agent", author ? t("agentSpeaker", who) : t("supportTeam"));
+    var label = el("div", "bk-author", author ? t("agentLabel", who) : t("supportTeam"));
+    label.setAttribute("aria-hidden", "true"); // screen readers get the speaker line instead
+    label.setAttribute("data-testid", "bk-author");
+    shell.bubble.insertBefore(label, shell.content);
+    shell.content.appendChild(renderMarkdown(text));
+    log.appendChild(shell.row);
+    scrollDown(false);
+    return shell;
+  }
+
+  function authorOf(m) {
+    return typeof m.author === "string" ? m.author.trim() : "";
+  }
+
+  function hasId(m) {
+    return m && (typeof m.id === "number" || typeof m.id === "string") && m.id !== "";
+  }
+
   function addStoredMessage(m) {
-    if (!m || typeof m !== "object") return;
-    if (m.role === "user") addUserMessage(m.text || "");
+    if (!m || typeof m !== "object") return null;
+    var shell = null;
+    if (m.role === "user") shell = addUserMessage(m.text || "");
     else if (m.role === "assistant") {
-      addBotMessage(m.text || "", { messageId: m.id, feedback: m.feedback });
-    } else if (m.role === "agent") addBotMessage(m.text || "", { agent: true });
+      shell = addBotMessage(m.text || "", { messageId: m.id, feedback: m.feedback });
+    } else if (m.role === "agent") {
+      lastAgentAuthor = authorOf(m);
+      shell = addAgentMessage(m.text || "", lastAgentAuthor);
+    }
+    if (hasId(m)) {
+      seenIds[String(m.id)] = true;
+      if (shell) shell.row.setAttribute("data-message-id", String(m.id));
+    }
+    return shell;
+  }
+
+  // A line in the log from the widget itself (not a stored message).
+  function addSystemLine(text) {
+    var line = el("p", "bk-system", text);
+    line.setAttribute("data-testid", "bk-system");
+    log.appendChild(line);
+    scrollDown(false);
+    return line;
   }
 
   function showGreeting() {
@@ -678,7 +752,165 @@
 
   function clearLog() {
     log.replaceChildren();
+    seenIds = {};
+    lastAgentAuthor = "";
   }
+
+  // ---------------------------------------------------------------------------------------
+  // Human handoff: who owns the chat, and polling for the team's messages while a person
+  // does (the web channel has no push).
+  // ---------------------------------------------------------------------------------------
+  function isHuman(state) {
+    return state === "waiting_for_agent" || state === "agent";
+  }
+
+  function setState(state) {
+    if (state !== "waiting_for_agent" && state !== "agent" && state !== "closed") state = "bot";
+    convState = state;
+    panel.setAttribute("data-state", state);
+    var text = "";
+    if (state === "waiting_for_agent") text = t("waitingForAgent");
+    else if (state === "agent") {
+      text = lastAgentAuthor ? t("chattingWith", { name: lastAgentAuthor }) : t("chattingWithTeam");
+    }
+    statusLine.textContent = text;
+    statusLine.hidden = !text;
+    if (!isHuman(state)) stopPolling();
+    else if (!pollTimer && !pollInFlight) schedulePoll(POLL_MS);
+  }
+
+  function schedulePoll(delay) {
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(pollOnce, delay);
+  }
+
+  function stopPolling() {
+    clearTimeout(pollTimer);
+    pollTimer = null;
+    pollFailures = 0;
+  }
+
+  function pollAgain(delay) {
+    if (isHuman(convState) && !pollTimer) schedulePoll(delay);
+  }
+
+  // One more look right away (after a turn that handed the chat over, the team may have
+  // joined already), then every POLL_MS again.
+  function pollSoon() {
+    if (isHuman(convState) && !pollInFlight) schedulePoll(POLL_SOON_MS);
+  }
+
+  function pollOnce() {
+    pollTimer = null;
+    if (!isHuman(convState) || !token || pollInFlight) return;
+    // A hidden tab does not poll; becoming visible again polls at once (below).
+    if (document.visibilityState === "hidden") return;
+    if (activeStreams || sending || resetting) {
+      schedulePoll(POLL_BUSY_MS);
+      return;
+    }
+    var myGeneration = generation;
+    pollInFlight = true;
+    api("GET", "/widget/api/conversation").then(function (r) {
+      pollInFlight = false;
+      if (myGeneration !== generation || activeStreams || sending || resetting) {
+        // Reset, reloaded or a turn started meanwhile: this answer may be stale.
+        pollAgain(POLL_BUSY_MS);
+        return;
+      }
+      if (r.status === 200 && r.data) {
+        pollFailures = 0;
+        applyPoll(r.data);
+        pollAgain(POLL_MS);
+        return;
+      }
+      if (r.status === 401) {
+        setState("bot"); // the session is gone; the next message starts a new one
+        return;
+      }
+      pollFailures++;
+      var retry = Number(errorOf(r).retry_after || (r.headers && r.headers.get("Retry-After")));
+      pollAgain(Math.max(backoff(), retry > 0 ? retry * 1000 : 0));
+    }, function () {
+      pollInFlight = false;
+      pollFailures++;
+      pollAgain(backoff());
+    });
+  }
+
+  function backoff() {
+    return Math.min(POLL_MS * Math.pow(2, pollFailures), POLL_MAX_MS);
+  }
+
+  // Is this (polled) list of messages still the conversation on show?
+  function sameConversation(messages) {
+    var any = false;
+    for (var id in seenIds) {
+      if (!Object.prototype.hasOwnProperty.call(seenIds, id)) continue;
+      any = true;
+      for (var i = 0; i < messages.length; i++) {
+        if (hasId(messages[i]) && String(messages[i].id) === id) return true;
+      }
+    }
+    return !any;
+  }
+
+  function applyPoll(conv) {
+    var messages = Array.isArray(conv.messages) ? conv.messages : [];
+    if (!sameConversation(messages)) {
+      // The conversation on show is over (closed by the team: the server now has none, or
+      // a new one started elsewhere).
+      if (messages.length) applyConversation(conv);
+      else announce(conversationClosed());
+      return;
+    }
+    var spoken = [];
+    var fresh = 0;
+    messages.forEach(function (m) {
+      if (!m || typeof m !== "object" || !hasId(m) || seenIds[String(m.id)]) return;
+      if (m.role === "user") {
+        seenIds[String(m.id)] = true; // shown when it was sent
+        return;
+      }
+      var shell = addStoredMessage(m);
+      if (!shell) return;
+      fresh++;
+      var words = speakable(shell.content);
+      if (m.role === "agent") spoken.push((authorOf(m) || t("supportTeam")) + ": " + words);
+      else spoken.push(words);
+    });
+    if (fresh && !isOpen) setUnread(unread + fresh);
+    if (conv.state === "closed") {
+      var closedText = conversationClosed();
+      if (closedText) spoken.push(closedText);
+    } else {
+      if (conv.state === "bot" && isHuman(convState)) {
+        // Handed back to the bot (its "back" message is not stored on the web channel).
+        var back = t("botBack", { name: displayName() });
+        addSystemLine(back);
+        spoken.push(back);
+      }
+      setState(conv.state);
+    }
+    if (spoken.length) announce(spoken.join("\n")); // one announcement per poll
+    if (fresh) scrollDown(false);
+  }
+
+  // The team closed the conversation; returns what to announce.
+  function conversationClosed() {
+    if (convState === "closed") return "";
+    var text = t("conversationClosed");
+    addSystemLine(text);
+    if (!isOpen) setUnread(unread + 1);
+    setState("closed"); // the next message starts a new conversation (on the server)
+    return text;
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState !== "hidden" && isHuman(convState) && !pollInFlight) {
+      schedulePoll(0);
+    }
+  });
 
   // ---------------------------------------------------------------------------------------
   // HTTP.
@@ -719,6 +951,7 @@
       applyPersona(r.data.persona);
       generation++;
       clearLog();
+      setState("bot");
       showGreeting();
     });
   }
@@ -729,11 +962,14 @@
     applyPersona(conv.persona);
     clearLog();
     showGreeting();
-    (conv.messages || []).forEach(addStoredMessage);
+    (Array.isArray(conv.messages) ? conv.messages : []).forEach(addStoredMessage);
+    // "closed" only shows for a conversation that is over: the next message starts afresh.
+    setState(conv.state === "closed" ? "bot" : conv.state);
     scrollDown(true);
     var pending = conv.pending;
     if (pending && pending.turn_id && !deadTurns[pending.turn_id]) {
-      followTurn(pending.turn_id, startBotReply(), null); // from the start: no Last-Event-ID
+      // From the start: no Last-Event-ID.
+      followTurn(pending.turn_id, startBotReply(isHuman(convState)), null);
     }
   }
 
@@ -787,9 +1023,16 @@
   // ---------------------------------------------------------------------------------------
   // Streaming a turn's events (Server-Sent Events read with fetch, so we can send headers).
   // ---------------------------------------------------------------------------------------
-  function startBotReply() {
+  // quiet: a person owns the chat, so the bot most likely says nothing: no typing dots,
+  // and the row stays hidden unless some text does come (the chat was handed back).
+  function startBotReply(quiet) {
     var shell = messageShell("bot", displayName());
     shell.row.classList.add("bk-streaming");
+    if (quiet) {
+      shell.row.hidden = true;
+      log.appendChild(shell.row);
+      return shell;
+    }
     var typing = el("div", "bk-typing");
     typing.setAttribute("data-testid", "bk-typing");
     var dots = el("span", "bk-dots");
@@ -908,6 +1151,7 @@
       var payload = {};
       try { payload = JSON.parse(ev.data); } catch (e) { payload = {}; }
       if (ev.event === "delta") {
+        shell.row.hidden = false;
         if (shell.typing && shell.typing.parentNode) {
           shell.typing.remove();
           shell.typing = null;
@@ -919,14 +1163,36 @@
         }
       } else if (ev.event === "done") {
         var final = typeof payload.text === "string" ? payload.text : text;
+        var handoff = typeof payload.handoff === "string" ? payload.handoff : null;
         finish();
+        if (!final && (handoff || payload.duplicate)) {
+          // A person owns the chat (or the server had answered this already): the bot
+          // said nothing, so no bubble. The team's replies come by polling.
+          shell.row.remove();
+          if (notice.textContent === t("waitForReply")) showNotice("");
+          if (handoff) {
+            setState(handoff);
+            pollSoon();
+          }
+          return;
+        }
+        shell.row.hidden = false;
         shell.content.replaceChildren(renderMarkdown(final));
         if (payload.message_id !== undefined && payload.message_id !== null) {
+          seenIds[String(payload.message_id)] = true;
           addFeedback(shell, payload.message_id, null);
         }
         replyFinished(speakable(shell.content));
+        if (handoff) {
+          // The handoff notice: look for the team's messages from now on (and at once).
+          setState(handoff);
+          pollSoon();
+        } else if (final && (isHuman(convState) || convState === "closed")) {
+          setState("bot"); // the bot answered: the chat is the bot's again
+        }
       } else if (ev.event === "error") {
         var why = t(payload.code === "busy" ? "busy" : "replyFailed");
+        shell.row.hidden = false;
         finish();
         if (text) shell.content.replaceChildren(renderMarkdown(text));
         showBubbleError(shell, why);
@@ -989,6 +1255,7 @@
         }
         failures++;
         if (failures > MAX_STREAM_TRIES) {
+          shell.row.hidden = false;
           finish();
           if (text) shell.content.replaceChildren(renderMarkdown(text));
           showBubbleError(shell, t(navigator.onLine === false ? "offline" : "replyFailed"));
@@ -1072,7 +1339,7 @@
           showNotice("");
           addUserMessage(text);
           var turnId = r.data && r.data.turn_id;
-          if (turnId) followTurn(turnId, startBotReply(), null);
+          if (turnId) followTurn(turnId, startBotReply(isHuman(convState)), null);
           return;
         }
         showNotice(problemText(r));
@@ -1137,6 +1404,7 @@
       loading = Promise.resolve();
       applyPersona(r.data && r.data.persona);
       clearLog();
+      setState("bot");
       showGreeting();
       ((r.data && r.data.messages) || []).forEach(addStoredMessage);
     }).then(function () {
