@@ -273,6 +273,12 @@ def _adapters_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console(args: argparse.Namespace) -> int:
+    from botkit.console.accounts import run
+
+    return run(args, _config(args))
+
+
 # --- training ---------------------------------------------------------------------------
 
 
@@ -425,6 +431,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to write the merged model (must not exist)")
     merge.add_argument("--base", metavar="SOURCE",
                        help="base model (default: the manifest's base_source, else [model] source)")
+
+    console = commands.add_parser(
+        "console", help="accounts of the web console (/console)",
+        description="accounts of the web console at /console, for support agents and "
+        "operators",
+    )
+    console_commands = console.add_subparsers(dest="console_command", metavar="COMMAND",
+                                              required=True)
+    from botkit.console.accounts import add_arguments as add_console_arguments  # light
+
+    add_console_arguments(
+        with_config(add(console_commands, "add-user",
+                        "create a console account (the password is asked twice, or read "
+                        "from stdin with --password-stdin)", _console)),
+        with_config(add(console_commands, "passwd",
+                        "set a console account's password (its open sessions end)", _console)),
+    )
 
     from botkit.training.cli import add_data_arguments, add_eval_arguments, add_train_arguments
 

@@ -133,6 +133,10 @@ HELP_CASES = {
     ("eval",): "ask a persona a question file and report its accuracy, base model vs adapter",
     ("data",): "training data",
     ("data", "export"): "export dialogues for training as JSONL",
+    ("console",): "accounts of the web console at /console, for support agents and operators",
+    ("console", "add-user"): "create a console account (the password is asked twice, or read "
+    "from stdin with --password-stdin)",
+    ("console", "passwd"): "set a console account's password (its open sessions end)",
 }
 
 

@@ -63,6 +63,8 @@ def channel_of(path: str) -> str:
         return "openai"
     if path.startswith("/widget") or path == "/":
         return "web"
+    if path == "/console" or path.startswith("/console/"):
+        return "console"
     if path.startswith("/telegram/"):
         return "telegram"
     if path.startswith("/webhooks/"):
@@ -200,6 +202,7 @@ def create_app(
     metrics: Metrics | None = None,
 ) -> Starlette:
     """The whole HTTP surface of a botkit process."""
+    from botkit import console
     from botkit.server import openai_api
 
     server = Server(
@@ -214,6 +217,7 @@ def create_app(
         Route("/readyz", _readyz),
         Route("/metrics", _metrics),
         *openai_api.routes(),
+        *console.routes(server),
     ]
     for adapter in adapters:
         routes.extend(adapter.http_routes(server))

@@ -199,6 +199,7 @@ def describe_start(runner: ServerRunner) -> str:
         lines.append(f"open {runner.url} to chat with the demo widget")
     lines.append(f"OpenAI-compatible API: {runner.url}/v1 "
                  + ("(API keys required)" if runner.api_keys else "(no API key: loopback only)"))
+    lines.append(f"operator console: {runner.url}/console (accounts: botkit console add-user)")
     lines.append("health: /healthz  readiness: /readyz  metrics: /metrics;  Ctrl+C stops")
     return "\n".join(lines)
 
