@@ -15,12 +15,14 @@ section raises :class:`~botkit.errors.AdapterLoadError` before anything starts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from botkit.errors import AdapterLoadError, BotkitError
 
@@ -28,6 +30,25 @@ if TYPE_CHECKING:
     from botkit.engine import DialogueEngine
 
 ENTRY_POINT_GROUP = "botkit.adapters"
+
+
+class Clock(Protocol):
+    """Time for an adapter's pacing; tests pass a virtual clock whose ``sleep`` advances
+    it at once."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 log = logging.getLogger(__name__)
 
 

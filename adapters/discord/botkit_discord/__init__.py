@@ -15,15 +15,14 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 from discord import app_commands
 
-from botkit.adapters import Adapter
+from botkit.adapters import Adapter, Clock, MonotonicClock
 from botkit.engine import IncomingMessage
 from botkit.errors import (
     AdapterError,
@@ -70,20 +69,6 @@ class DiscordSettings:
     the adapter waits out itself for a final reply."""
     max_retries: int = 5
     """Retries of a final reply after RateLimited before it is given up (logged)."""
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 def _ids(value: Any, key: str) -> tuple[int, ...]:

@@ -21,11 +21,10 @@ import logging
 import os
 import re
 import secrets
-import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,7 +42,7 @@ from telegram.error import (
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 from telegram.request import BaseRequest
 
-from botkit.adapters import Adapter
+from botkit.adapters import Adapter, Clock, MonotonicClock
 from botkit.engine import IncomingMessage
 from botkit.errors import (
     AdapterError,
@@ -102,20 +101,6 @@ class TelegramSettings:
     """Messages per second to all chats together."""
     max_retries: int = 5
     """Retries of a reply after 429s or network errors before it is given up (logged)."""
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 class Pacer:
