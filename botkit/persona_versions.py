@@ -155,10 +155,11 @@ class PersonaEditor:
     ) -> PersonaVersionRecord:
         """Validate, store as the next version and swap into the running engine."""
         persona = parse_draft(source, name=name, base=self.current(name))
-        await self._activate(persona)
+        # Recorded first: a database failure must not leave a live change with no version.
         record = await self.engine.store.add_persona_version(
             name, source, author=author, comment=comment
         )
+        await self._activate(persona)
         log.info("persona %s: version %d published by %s", name, record.version, author)
         return record
 

@@ -1,6 +1,6 @@
 """The web console under ``/console``: support agents take chats over from the bot,
-operators also browse every conversation, export or forget a user and see the LoRA
-adapters.
+operators also browse every conversation, export or forget a user, see the LoRA
+adapters, and edit personas (preview, publish hot, history, rollback).
 
 Accounts are made with ``botkit console add-user``; see ``docs/console.md``.
 ``create_app`` mounts :func:`routes`.

@@ -38,9 +38,31 @@ from botkit.console.auth import (
     password_fingerprint,
     verify_or_waste_time,
 )
+from botkit.console.persona_form import (
+    FIELD_NAMES,
+    FIELDS,
+    MODES,
+    draft_source,
+    form_values,
+    split_errors,
+)
 from botkit.console.queries import ConsoleQueries, Filters
-from botkit.errors import EmptyMessageError, MemoryStoreError, MessageTooLongError
-from botkit.memory import ConsoleUserRecord, ConversationRecord, MessageRecord, StateConflict
+from botkit.errors import (
+    BotkitError,
+    EmptyMessageError,
+    GenerationError,
+    MemoryStoreError,
+    MessageTooLongError,
+)
+from botkit.memory import (
+    ConsoleUserRecord,
+    ConversationRecord,
+    MessageRecord,
+    PersonaVersionRecord,
+    StateConflict,
+)
+from botkit.persona_versions import DraftError, PersonaEditor, diff, file_source, parse_draft
+from botkit.personas import Persona
 from botkit.server.http import HTTPProblem, client_ip, is_loopback, read_json
 
 if TYPE_CHECKING:
@@ -63,6 +85,8 @@ SUMMARY_CHARS = 140
 #: Failed logins allowed per minute, per client address and per username.
 LOGIN_FAILURES_PER_MINUTE = 5
 HUMAN_STATES = ("waiting_for_agent", "agent")
+#: The longest comment kept with a published persona version.
+COMMENT_CHARS = 500
 #: Larger ids cannot be in the database (64-bit) and would overflow a query's parameter.
 MAX_ID = 2**63 - 1
 STATE_LABELS = {
@@ -166,6 +190,8 @@ class Console:
         self.store = server.engine.store
         self._signer: CookieSigner | None = None
         self.queries = ConsoleQueries(self.store)
+        self.persona_editor = PersonaEditor(self.engine)
+        self._publishing = asyncio.Lock()
         self.ip_failures = FailureLimiter(LOGIN_FAILURES_PER_MINUTE, 60.0)
         self.user_failures = FailureLimiter(LOGIN_FAILURES_PER_MINUTE, 60.0)
         self._revoked: dict[str, int] = {}
@@ -203,6 +229,13 @@ class Console:
             (f"{PREFIX}/users/forget", self.forget_page, "operator", ["GET"], "page"),
             (f"{PREFIX}/users/forget", self.forget, "operator", ["POST"], "page"),
             (f"{PREFIX}/adapters", self.adapters_page, "operator", ["GET"], "page"),
+            (f"{PREFIX}/personas", self.personas_page, "operator", ["GET"], "page"),
+            (f"{PREFIX}/personas/{{name}}", self.persona_page, "operator", ["GET"], "page"),
+            (f"{PREFIX}/personas/{{name}}", self.persona_publish, "operator", ["POST"], "page"),
+            (f"{PREFIX}/personas/{{name}}/rollback", self.rollback_page, "operator", ["GET"],
+             "page"),
+            (f"{PREFIX}/personas/{{name}}/rollback", self.rollback, "operator", ["POST"],
+             "page"),
             (f"{api}/me", self.api_me, "agent", ["GET"], "api"),
             (f"{api}/queue", self.api_queue, "agent", ["GET"], "api"),
             (f"{api}/conversations/{{conversation_id:int}}", self.api_conversation, "agent",
@@ -214,6 +247,8 @@ class Console:
             (f"{api}/conversations/{{conversation_id:int}}/hand-back", self.api_hand_back,
              "agent", ["POST"], "api"),
             (f"{api}/conversations/{{conversation_id:int}}/close", self.api_close, "agent",
+             ["POST"], "api"),
+            (f"{api}/personas/{{name}}/preview", self.api_persona_preview, "operator",
              ["POST"], "api"),
         ]
         # Two routes on one path (GET page, POST action) are merged into one Route.
@@ -795,6 +830,304 @@ class Console:
         personas = list(self.engine.personas.values())
         entries = await asyncio.to_thread(lambda: [_adapter_info(p) for p in personas])
         return self.render(request, "adapters.html", visit, title="Adapters", entries=entries)
+
+
+    # -- operators: personas -----------------------------------------------------------------
+
+    def _persona(self, request: Request, visit: Visit, kind: str) -> Persona:
+        """The persona of the path (else 404)."""
+        name = request.path_params["name"]
+        persona = self.engine.personas.get(name)
+        if persona is None:
+            raise _Refusal(self._error(request, kind, 404, "not_found",
+                                       f"There is no persona {name!r}.", visit=visit))
+        return persona
+
+    async def _persona_state(self, persona: Persona) -> _PersonaState:
+        versions = await self.persona_editor.history(persona.name)
+        file_text = await asyncio.to_thread(file_source, persona)
+        return _PersonaState(versions, file_text)
+
+    async def personas_page(self, request: Request, visit: Visit) -> Response:
+        latest = {r.persona: r for r in await self.store.latest_persona_versions()}
+        rows = [{"persona": persona, "latest": latest.get(persona.name)}
+                for persona in sorted(self.engine.personas.values(), key=lambda p: p.name)]
+        return self.render(request, "personas.html", visit, title="Personas", rows=rows)
+
+    async def persona_page(self, request: Request, visit: Visit) -> Response:
+        persona = self._persona(request, visit, "page")
+        params = request.query_params
+        notice = None
+        published = params.get("published", "")
+        if published.isascii() and published.isdigit() and len(published) < 10:
+            notice = f"Version {published} is live: the next replies use it."
+            back = params.get("rolled_back", "")
+            if back == "file":
+                notice = f"Rolled back to the persona file, published as version {published}."
+            elif back.isascii() and back.isdigit() and len(back) < 10:
+                notice = f"Rolled back to version {back}, published again as version {published}."
+        return await self._editor(request, visit, persona, notice=notice)
+
+    async def _editor(
+        self, request: Request, visit: Visit, persona: Persona, *, status: int = 200,
+        mode: str = "", form: Mapping[str, str] | None = None,
+        errors: Mapping[str, str] | None = None, problems: list[str] | None = None,
+        notice: str | None = None, state: _PersonaState | None = None,
+    ) -> Response:
+        """The editor page; after a refused draft, with the operator's input kept."""
+        state = state or await self._persona_state(persona)
+        form = form or {}
+        problems = list(problems or [])
+        try:
+            values = form_values(state.source)
+        except DraftError as exc:
+            values = dict.fromkeys(FIELD_NAMES, "")
+            problems.append(f"The live TOML cannot be shown in the form ({exc}); edit the "
+                            "whole TOML instead.")
+        if mode == "fields":
+            values = {name: form.get(name, value) for name, value in values.items()}
+        return self.render(
+            request, "persona.html", visit, status=status,
+            title=f"Persona {persona.display_name}", persona=persona, fields=FIELDS,
+            values=values, errors=errors or {}, problems=problems, mode=mode,
+            source=form.get("source", state.source) if mode == "toml" else state.source,
+            comment=form.get("comment", ""), state=state, history=_history(state),
+            notice=notice,
+        )
+
+    async def persona_publish(self, request: Request, visit: Visit) -> Response:
+        persona = self._persona(request, visit, "page")
+        form = getattr(request.state, "form", None)
+        if form is None:
+            form = await _read_form(request, self.server.config.server.max_body_bytes)
+        mode = form.get("mode", "")
+        if mode not in MODES:
+            return await self._editor(request, visit, persona, status=400, problems=[
+                "This form is not one of the editor's; reload the page and try again."])
+        comment = " ".join(form.get("comment", "").split())[:COMMENT_CHARS] or None
+        name = persona.name
+        async with self._publishing:
+            state = await self._persona_state(persona)
+            if form.get("base_version") != str(state.version):
+                latest = state.latest
+                who = (f"{latest.author} published version {latest.version}" if latest
+                       else "The persona was rolled back to its file")
+                return await self._editor(
+                    request, visit, persona, status=409, mode=mode, form=form, state=state,
+                    problems=[f"{who} after you opened this page, so nothing was published. "
+                              "Your edit is kept below: check the history, then publish "
+                              "again to replace that version."],
+                )
+            try:
+                source = draft_source(form, state.source)
+                draft = parse_draft(source, name=name, base=persona)
+                if source == state.source or (mode == "fields"
+                                              and draft == self.engine.persona(name)):
+                    return await self._editor(
+                        request, visit, persona, status=400, mode=mode, form=form,
+                        state=state, problems=["Nothing changed: the draft is the live "
+                                               "persona, so there is nothing to publish."],
+                    )
+                record = await self.persona_editor.publish(
+                    name, source, author=visit.user.username, comment=comment
+                )
+            except DraftError as exc:
+                beside, top = split_errors(exc.fields, mode)
+                return await self._editor(request, visit, persona, status=400, mode=mode,
+                                          form=form, state=state, errors=beside, problems=top)
+            except MemoryStoreError:
+                raise
+            except BotkitError as exc:  # e.g. a new adapter that does not load
+                log.warning("console: persona %s not published: %s", name, exc)
+                return await self._editor(request, visit, persona, status=400, mode=mode,
+                                          form=form, state=state,
+                                          problems=[f"Nothing was published: {exc}"])
+        log.info("console: operator %s published persona %s version %d", visit.user.username,
+                 name, record.version)
+        return RedirectResponse(f"{PREFIX}/personas/{name}?published={record.version}",
+                                status_code=303, headers={"Cache-Control": "no-store"})
+
+    def _rollback_target(
+        self, request: Request, visit: Visit, state: _PersonaState, raw: str
+    ) -> _Target:
+        if raw == "file":
+            return _Target("file", "the persona file", state.file_text, None)
+        for record in state.versions:
+            if raw == str(record.version):
+                return _Target(raw, f"version {raw}", record.source, record)
+        raise _Refusal(self._error(request, "page", 404, "not_found",
+                                   f"This persona has no version {raw[:20]!r}.", visit=visit))
+
+    def _rollback_form(
+        self, request: Request, visit: Visit, persona: Persona, state: _PersonaState,
+        target: _Target, *, status: int = 200, error: str | None = None,
+    ) -> Response:
+        live = "file" if state.latest is None else f"version {state.version}"
+        return self.render(
+            request, "rollback.html", visit, status=status,
+            title=f"Roll {persona.display_name} back", persona=persona, target=target,
+            live=target.source == state.source, error=error,
+            changes=_diff_lines(diff(state.source, target.source, old_label=f"live ({live})",
+                                     new_label=target.label)),
+        )
+
+    async def rollback_page(self, request: Request, visit: Visit) -> Response:
+        persona = self._persona(request, visit, "page")
+        state = await self._persona_state(persona)
+        target = self._rollback_target(request, visit, state,
+                                       request.query_params.get("version", ""))
+        return self._rollback_form(request, visit, persona, state, target)
+
+    async def rollback(self, request: Request, visit: Visit) -> Response:
+        persona = self._persona(request, visit, "page")
+        form = getattr(request.state, "form", None)
+        if form is None:
+            form = await _read_form(request, self.server.config.server.max_body_bytes)
+        async with self._publishing:
+            state = await self._persona_state(persona)
+            target = self._rollback_target(request, visit, state, form.get("version", ""))
+            if form.get("confirm") != "yes":
+                return self._rollback_form(request, visit, persona, state, target, status=400,
+                                           error="Confirm with the button to roll back.")
+            if target.source == state.source:
+                return self._rollback_form(request, visit, persona, state, target, status=400,
+                                           error=f"{target.label.capitalize()} is what is live "
+                                                 "already; nothing was changed.")
+            author = visit.user.username
+            try:
+                if target.record is not None:
+                    record = await self.persona_editor.rollback(
+                        persona.name, target.record.version, author=author
+                    )
+                else:
+                    record = await self.persona_editor.publish(
+                        persona.name, state.file_text, author=author,
+                        comment="rollback to the file",
+                    )
+            except MemoryStoreError:
+                raise
+            except BotkitError as exc:  # the version no longer loads (an adapter gone...)
+                log.warning("console: persona %s not rolled back: %s", persona.name, exc)
+                return self._rollback_form(request, visit, persona, state, target, status=400,
+                                           error=f"Nothing was changed: {exc}")
+        log.info("console: operator %s rolled persona %s back to %s (version %d)", author,
+                 persona.name, target.label, record.version)
+        query = urlencode({"published": record.version, "rolled_back": target.key})
+        return RedirectResponse(f"{PREFIX}/personas/{persona.name}?{query}", status_code=303,
+                                headers={"Cache-Control": "no-store"})
+
+    async def api_persona_preview(self, request: Request, visit: Visit) -> Response:
+        persona = self._persona(request, visit, "api")
+        body = await read_json(request, self.server.config.server.max_body_bytes)
+        form = body.get("form") if isinstance(body, dict) else None
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(form, dict) or not isinstance(text, str):
+            raise HTTPProblem(400, "invalid_request",
+                              'send {"form": {the editor\'s fields}, "text": "a test message"}')
+        try:
+            text = self.engine.check_input(text)
+        except EmptyMessageError:
+            raise HTTPProblem(400, "invalid_request", "Type a test message first.",
+                              param="text") from None
+        except MessageTooLongError as exc:
+            raise HTTPProblem(
+                413, "message_too_long",
+                f"The test message is {exc.length:,} characters long; the limit is "
+                f"{exc.limit:,}.", limit=exc.limit,
+            ) from None
+        state = await self._persona_state(persona)
+        mode = form.get("mode") if form.get("mode") in MODES else "toml"
+        try:
+            reply = await self.persona_editor.preview(
+                persona.name, draft_source(form, state.source), text
+            )
+        except DraftError as exc:
+            beside, top = split_errors(exc.fields, str(mode))
+            raise HTTPProblem(
+                400, "invalid_draft",
+                "The draft is not a valid persona: " + "; ".join([*beside.values(), *top]),
+                fields=beside, problems=top,
+            ) from None
+        except TimeoutError:
+            raise HTTPProblem(504, "timeout",
+                              "The model took too long to answer the preview.") from None
+        except GenerationError as exc:
+            raise HTTPProblem(503, "generation_failed",
+                              f"The model could not answer the preview: {exc}") from None
+        except MemoryStoreError:
+            raise
+        except BotkitError as exc:
+            raise HTTPProblem(400, "invalid_draft",
+                              f"The draft cannot be previewed: {exc}") from None
+        log.info("console: operator %s previewed a draft of persona %s", visit.user.username,
+                 persona.name)
+        return self._json({"reply": reply, "persona": persona.name,
+                           "display_name": persona.display_name})
+
+
+@dataclass(frozen=True)
+class _PersonaState:
+    """A persona's published versions (newest first) and its file's TOML."""
+
+    versions: list[PersonaVersionRecord]
+    file_text: str
+
+    @property
+    def latest(self) -> PersonaVersionRecord | None:
+        return self.versions[0] if self.versions else None
+
+    @property
+    def version(self) -> int:
+        """The live version's number; 0 while the file is live."""
+        return self.versions[0].version if self.versions else 0
+
+    @property
+    def source(self) -> str:
+        """The live TOML."""
+        return self.versions[0].source if self.versions else self.file_text
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a rollback goes back to: a version, or the file (``key`` "file")."""
+
+    key: str
+    label: str
+    source: str
+    record: PersonaVersionRecord | None
+
+
+def _diff_lines(text: str) -> list[tuple[str, str]]:
+    """A unified diff as (kind, line) for the page to colour: add, del, hunk, meta, same."""
+    lines: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if line.startswith(("+++", "---")):
+            kind = "meta"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        else:
+            kind = "same"
+        lines.append((kind, line))
+    return lines
+
+
+def _history(state: _PersonaState) -> list[dict[str, Any]]:
+    """Each published version, newest first, with its changes from the one before (the
+    oldest: from the file)."""
+    entries: list[dict[str, Any]] = []
+    for index, record in enumerate(state.versions):
+        before = state.versions[index + 1] if index + 1 < len(state.versions) else None
+        old_label = f"version {before.version}" if before else "file"
+        changes = diff(before.source if before else state.file_text, record.source,
+                       old_label=old_label, new_label=f"version {record.version}")
+        entries.append({"record": record, "live": index == 0, "old_label": old_label,
+                        "changes": _diff_lines(changes),
+                        "same_as_live": record.source == state.source})
+    return entries
 
 
 # -- adapter directories ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -100,3 +101,44 @@ def state_of(server: LiveServer, conversation_id: int) -> tuple[str, int | None]
     found = server.call(lambda: server.store.get_conversation(conversation_id))
     assert found is not None
     return found.state, found.agent_id
+
+
+class _FormReader(HTMLParser):
+    """The named inputs, textareas and selects of one ``<form id=...>`` of a page."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.form_id = form_id
+        self.inside = False
+        self.fields: dict[str, str] = {}
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {key: value or "" for key, value in attrs}
+        if tag == "form":
+            self.inside = found.get("id") == self.form_id
+        elif self.inside and tag == "input" and "name" in found:
+            self.fields[found["name"]] = found.get("value", "")
+        elif self.inside and tag == "textarea" and "name" in found:
+            self._textarea = found["name"]
+            self.fields[self._textarea] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+        elif tag == "textarea" and self._textarea is not None:
+            # Like a browser: the line break right after <textarea> is not in the value.
+            self.fields[self._textarea] = self.fields[self._textarea].removeprefix("\n")
+            self._textarea = None
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self.fields[self._textarea] += data
+
+
+def form_fields(page: str, form_id: str) -> dict[str, str]:
+    """What a browser would submit from the form ``form_id`` of ``page`` (unchanged)."""
+    reader = _FormReader(form_id)
+    reader.feed(page)
+    assert reader.fields, f"no form {form_id!r} on the page"
+    return reader.fields

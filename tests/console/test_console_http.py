@@ -56,6 +56,12 @@ OPERATOR = {
     ("GET", "/console/users/forget"),
     ("POST", "/console/users/forget"),
     ("GET", "/console/adapters"),
+    ("GET", "/console/personas"),
+    ("GET", "/console/personas/{name}"),
+    ("POST", "/console/personas/{name}"),
+    ("GET", "/console/personas/{name}/rollback"),
+    ("POST", "/console/personas/{name}/rollback"),
+    ("POST", "/console/api/personas/{name}/preview"),
 }
 
 

@@ -13,9 +13,10 @@
   };
 
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, data) {
       super(message);
       this.status = status;
+      this.data = data || null;
     }
   }
 
@@ -50,7 +51,7 @@
     if (!response.ok) {
       const message = data && data.error && data.error.message
         ? data.error.message : `The server answered ${response.status}.`;
-      throw new ApiError(response.status, message);
+      throw new ApiError(response.status, message, data);
     }
     return data;
   }
@@ -404,9 +405,83 @@
     poll(true);
   }
 
+  // -- a persona's editor: previews of the draft -----------------------------------------
+
+  function personaPage() {
+    const name = document.body.dataset.persona;
+    const text = document.getElementById("preview-text");
+    const reply = document.getElementById("preview-reply");
+    const replyText = document.getElementById("preview-reply-text");
+    const who = document.getElementById("preview-who");
+    const buttons = Array.from(document.querySelectorAll("[data-preview]"));
+    let busy = false;
+
+    // What the form would send, as {name: value}; the CSRF token travels as a header.
+    function draftOf(form) {
+      const draft = {};
+      for (const [key, value] of new FormData(form)) {
+        if (key !== "csrf_token" && typeof value === "string") draft[key] = value;
+      }
+      return draft;
+    }
+
+    function showFieldErrors(form, fields) {
+      for (const slot of form.querySelectorAll("[data-error-for]")) {
+        const message = fields[slot.dataset.errorFor] || "";
+        slot.textContent = message;
+        slot.hidden = !message;
+        const input = form.elements.namedItem(slot.dataset.errorFor);
+        if (input && input.setAttribute) {
+          if (message) input.setAttribute("aria-invalid", "true");
+          else input.removeAttribute("aria-invalid");
+        }
+      }
+    }
+
+    async function preview(button) {
+      const form = document.getElementById(button.dataset.preview);
+      if (!form || busy) return;
+      if (!text.value.trim()) {
+        setStatus("Type a test message first.", "error");
+        text.focus();
+        return;
+      }
+      busy = true;
+      for (const b of buttons) b.disabled = true;
+      reply.hidden = true;
+      setStatus("Asking the draft…");
+      try {
+        const data = await api("POST", `/personas/${encodeURIComponent(name)}/preview`,
+          { form: draftOf(form), text: text.value });
+        showFieldErrors(form, {});
+        const source = form.id === "toml-form" ? "the whole TOML" : "the form";
+        who.textContent = `Draft reply (${source}) · ${data.display_name}`;
+        replyText.textContent = data.reply;
+        reply.hidden = false;
+        setStatus("A preview only: the live persona has not changed.", "ok");
+      } catch (error) {
+        const fields = error.data && error.data.error && error.data.error.fields;
+        showFieldErrors(form, fields || {});
+        setStatus(error.message, "error");
+      } finally {
+        busy = false;
+        for (const b of buttons) b.disabled = false;
+      }
+    }
+
+    for (const button of buttons) button.addEventListener("click", () => preview(button));
+    text.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        if (buttons.length) preview(buttons[0]);
+      }
+    });
+  }
+
   // -- local times in server-rendered pages ------------------------------------------------
 
   const page = document.body.dataset.page;
   if (page === "queue") queuePage();
   else if (page === "conversation") conversationPage();
+  else if (page === "persona") personaPage();
 })();
