@@ -174,7 +174,7 @@ class DialogueEngine:
 
     async def _ask_for_human(
         self, conversation: ConversationRecord, persona: Persona, message: IncomingMessage,
-        reply: Reply,
+        reply: Reply, reason: str,
     ) -> str:
         """Queue the chat for a person (or say when people are around); the user's notice."""
         now = datetime.now(UTC)
@@ -184,7 +184,7 @@ class DialogueEngine:
         try:
             await self.store.change_state(
                 conversation.id, "waiting_for_agent", actor=f"user:{message.user_key}",
-                expect=("bot",), reason="asked for a human",
+                expect=("bot",), reason=reason,
             )
         except StateConflict as exc:
             log.info("conversation %s: %s", conversation.id, exc)
@@ -374,8 +374,9 @@ class DialogueEngine:
             reply.handoff = conversation.state
             _log_turn(reply, message, "handoff")
             return
-        if persona.escalation_keywords and asks_for_human(text, persona.escalation_keywords):
-            notice = await self._ask_for_human(conversation, persona, message, reply)
+        reason = _handoff_reason(persona, text)
+        if reason is not None:
+            notice = await self._ask_for_human(conversation, persona, message, reply, reason)
             reply.notice = True
             reply.text = notice
             if reply.first_token_s is None:
@@ -450,6 +451,15 @@ class DialogueEngine:
         reply.reply_tokens = (record.token_count or 0) if record else 0
         reply.duration_s = time.perf_counter() - reply.started
         _log_turn(reply, message, "ok")
+
+
+def _handoff_reason(persona: Persona, text: str) -> str | None:
+    """Why this message goes to a person (None: the bot answers it)."""
+    if persona.escalation_keywords and asks_for_human(text, persona.escalation_keywords):
+        return "asked for a human"
+    if persona.handoff_topics and asks_for_human(text, persona.handoff_topics):
+        return "a topic the persona hands to people"
+    return None
 
 
 def _shielded_store_error(exc: BaseException) -> None:

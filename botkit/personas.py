@@ -71,6 +71,10 @@ class Persona:
     escalation_keywords: tuple[str, ...] = ()
     """Words that ask for a human agent (used by human handoff), matched in any case and
     with small typos (see :mod:`botkit.handoff_rules`)."""
+    handoff_topics: tuple[str, ...] = ()
+    """The persona's own handoff rule: messages about these topics (matched like the
+    escalation keywords, e.g. ``lawyer``, ``chargeback``) go to a person even when the
+    user did not ask for one."""
     support_hours: SupportHours | None = None
     """When people answer, e.g. ``Mon-Fri 09:00-17:00 Europe/Berlin``; outside them a
     user asking for a human is told when the team is back and the bot carries on. None:
@@ -81,7 +85,7 @@ class Persona:
 
 _TOP_KEYS = {
     "name", "display_name", "system_prompt", "greeting", "adapter",
-    "generation", "memory", "escalation_keywords", "support_hours",
+    "generation", "memory", "escalation_keywords", "handoff_topics", "support_hours",
 }
 
 
@@ -155,6 +159,7 @@ def parse_persona(raw: Mapping[str, Any], path: Path) -> Persona:
     keywords = _check_type(
         raw.get("escalation_keywords", []), list, f"{where}: escalation_keywords"
     )
+    topics = _check_type(raw.get("handoff_topics", []), list, f"{where}: handoff_topics")
     hours_raw = _check_type(raw.get("support_hours", ""), str, f"{where}: support_hours")
     try:
         support_hours = SupportHours.parse(hours_raw) if hours_raw.strip() else None
@@ -178,6 +183,7 @@ def parse_persona(raw: Mapping[str, Any], path: Path) -> Persona:
         escalation_keywords=tuple(
             _check_type(k, str, f"{where}: escalation_keywords") for k in keywords
         ),
+        handoff_topics=tuple(_check_type(t, str, f"{where}: handoff_topics") for t in topics),
         support_hours=support_hours,
         path=path,
     )

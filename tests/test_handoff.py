@@ -187,3 +187,27 @@ def test_the_shipped_pine_knows_the_teams_hours() -> None:
 
     assert pine.support_hours is not None
     assert "America/New_York" in pine.support_hours.describe()
+
+
+async def test_a_topic_the_persona_hands_to_people_is_queued_without_asking(
+    botkit_engine: DialogueEngine, scripted_generator: ScriptedGenerator, tmp_path: Path,
+) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "pine.toml").write_text(
+        'name = "pine"\ndisplay_name = "Pine"\nsystem_prompt = "You are Pine."\n'
+        'handoff_topics = ["lawyer", "chargeback"]\n', encoding="utf-8",
+    )
+    botkit_engine.personas = PersonaRegistry.from_dir(folder)
+
+    notice = await botkit_engine.respond(msg("My LAWYER will hear about this")).collect()
+    normal = await botkit_engine.respond(msg("fine", chat="chat-2")).collect()
+
+    assert "person from our team" in notice
+    assert await state(botkit_engine) == "waiting_for_agent"
+    conversation = await botkit_engine.store.latest_conversation("test", "chat-1")
+    assert conversation is not None
+    events = await botkit_engine.store.state_events(conversation.id)
+    assert events[0].reason == "a topic the persona hands to people"
+    assert normal == "I am a scripted reply."  # other chats are untouched
+    assert len(scripted_generator.requests) == 1

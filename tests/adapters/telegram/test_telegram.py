@@ -499,3 +499,11 @@ async def test_handoff_the_bot_goes_quiet_and_the_agents_messages_reach_the_chat
     assert tg.sent()[1:] == ["Bea from our team has joined the chat.",
                              "Hi, this is <b>Bea</b>."]
     assert all(c.params["chat_id"] == 42 for c in tg.api.called("sendMessage"))
+
+    await tg.engine.hand_back(conversation.id, bea)
+    tg.generator.replies.append("Happy to help again.")
+    tg.push(private_message("one more thing", update_id=3, message_id=3))
+    await tg.until(lambda: "Happy to help again." in tg.sent())
+
+    assert "Pine is back" in tg.sent()[3]
+    assert len(tg.generator.requests) == 1  # the bot answers again after the hand-back
