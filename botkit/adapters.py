@@ -56,7 +56,8 @@ class Adapter(ABC):
     """One channel. Subclasses set ``name`` and implement ``start`` and ``stop``.
 
     ``start()`` returns once the adapter is receiving (it runs its own tasks);
-    ``stop()`` stops receiving and lets in-flight replies finish or be cancelled.
+    ``stop(grace_s)`` stops receiving, lets in-flight replies finish for up to ``grace_s``
+    seconds, then cancels them.
     Use it as ``async with adapter: ...`` to get both, with ``stop()`` on failure.
     """
 
@@ -92,7 +93,7 @@ class Adapter(ABC):
     async def start(self) -> None: ...
 
     @abstractmethod
-    async def stop(self) -> None: ...
+    async def stop(self, grace_s: float = 30.0) -> None: ...
 
     async def __aenter__(self) -> Adapter:
         await self.start()

@@ -51,7 +51,7 @@ class TerminalAdapter(Adapter):
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run())
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 30.0) -> None:
         if self._task is not None:
             self._task.cancel()
 

@@ -538,14 +538,7 @@ def machine_info(loaded: Any) -> dict[str, Any]:
 
     from botkit.model.device import cpu_has_native_bf16
 
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("flags"):
-                flags.update(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_flags()
     try:
         import peft
 
@@ -569,6 +562,17 @@ def machine_info(loaded: Any) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "peft": peft_version,
     }
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _cpu_model() -> str | None:

@@ -1058,16 +1058,9 @@ def process_peak_rss() -> int:
 
 
 def machine_info() -> dict[str, Any]:
-    from botkit.bench.serve import _cpu_model
+    from botkit.bench.serve import _cpu_model, cpu_flags
 
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("flags"):
-                flags.update(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_flags()
     try:
         affinity: int | None = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

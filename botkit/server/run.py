@@ -141,11 +141,7 @@ class ServerRunner:
             grace = 0.0 if self._uvicorn.force_exit else server_config.shutdown_grace_s
             for adapter in reversed(started):
                 try:
-                    stop = adapter.stop
-                    if "grace_s" in stop.__code__.co_varnames:
-                        await stop(grace_s=grace)  # type: ignore[call-arg]
-                    else:
-                        await stop()
+                    await adapter.stop(grace_s=grace)
                 except Exception:
                     log.exception("adapter %s failed to stop cleanly", adapter.name)
             if handle_signals:
